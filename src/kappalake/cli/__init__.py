@@ -1,0 +1,1 @@
+"""The ``kappalake`` command line, one module per command group."""

@@ -1,0 +1,32 @@
+"""``kappalake run``: run a pipeline's layers as streaming queries."""
+
+from __future__ import annotations
+
+import typer
+from rich.table import Table
+
+from kappalake.cli.common import console, global_options
+from kappalake.io.delta.stream import Trigger
+from kappalake.pipelines.runner import expand_layers, run_pipeline
+
+
+def command(
+    ctx: typer.Context,
+    pipeline: str = typer.Argument(..., help="Pipeline name (conf/pipelines/<name>.yml)."),
+    layer: str = typer.Option("all", "--layer", help="bronze, silver, gold, or all (in one process)."),
+    available_now: bool = typer.Option(False, "--available-now",
+                                       help="Process everything available now, then stop (batch-like run)."),
+    trigger_interval: str = typer.Option("5 seconds", "--trigger", help="Micro-batch interval for live runs."),
+) -> None:
+    """Run a pipeline: live until stopped, or with --available-now until caught up."""
+    layers = expand_layers(layer)
+    run_ctx = global_options(ctx).context(pipeline)
+    result = run_pipeline(run_ctx, layers, Trigger(available_now=available_now, interval=trigger_interval))
+    table = Table(title=f"{pipeline}: run finished in {result.seconds:.1f}s")
+    for column in ("query", "batches", "input rows", "table"):
+        table.add_column(column)
+    for name in layers:
+        totals = result.totals.get(f"{pipeline}.{name}")
+        table.add_row(f"{pipeline}.{name}", str(totals.batches if totals else 0),
+                      str(totals.input_rows if totals else 0), run_ctx.table_path(name))
+    console.print(table)

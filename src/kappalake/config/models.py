@@ -1,0 +1,330 @@
+"""Typed configuration models: the project's targets and each pipeline's declaration.
+
+Models forbid unknown keys so a typo fails loudly instead of being ignored.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+from kappalake.config.durations import parse_seconds, to_spark_interval
+
+_IDENT = r"^[A-Za-z_][A-Za-z0-9_]*$"
+_SIMPLE_TYPES = {"string", "int", "long", "double", "float", "boolean", "timestamp", "date"}
+_DECIMAL = re.compile(r"^decimal\(\s*(\d+)\s*,\s*(\d+)\s*\)$")
+
+
+def _duration(value: Any) -> str:
+    return to_spark_interval(str(value))
+
+
+Duration = Annotated[str, BeforeValidator(_duration)]
+Identifier = Annotated[str, Field(pattern=_IDENT)]
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------- payload schema
+
+def _field_type(value: str) -> str:
+    text = value.strip().lower()
+    if text in _SIMPLE_TYPES or _DECIMAL.match(text):
+        return text
+    raise ValueError(
+        f"unknown type {value!r}; expected one of {sorted(_SIMPLE_TYPES)} or decimal(p,s)"
+    )
+
+
+class FieldSpec(StrictModel):
+    """One payload field: its type and the row-level rules silver validates."""
+
+    type: Annotated[str, AfterValidator(_field_type)]
+    required: bool = False
+    min: float | None = None
+    max: float | None = None
+    allowed: list[str | int | float] | None = None
+
+    @model_validator(mode="after")
+    def _check_rules(self) -> FieldSpec:
+        numeric = self.type in {"int", "long", "double", "float"} or self.type.startswith("decimal")
+        if (self.min is not None or self.max is not None) and not numeric:
+            raise ValueError(f"min/max apply to numeric fields only, not to type {self.type!r}")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
+        return self
+
+
+def _field_shorthand(value: Any) -> Any:
+    return {"type": value} if isinstance(value, str) else value
+
+
+class EventsConfig(StrictModel):
+    """The payload carried in each Kafka record value."""
+
+    format: Literal["json"] = "json"
+    id: Identifier = Field(description="Field holding the unique event id (dedupe key).")
+    time: Identifier = Field(description="Field holding the event time.")
+    key: Identifier | None = Field(default=None, description="Field the producer keys records by.")
+    schema_: dict[Identifier, Annotated[FieldSpec, BeforeValidator(_field_shorthand)]] = Field(
+        alias="schema", min_length=1
+    )
+
+    @model_validator(mode="after")
+    def _check_columns(self) -> EventsConfig:
+        for role in ("id", "time", "key"):
+            column = getattr(self, role)
+            if column is not None and column not in self.schema_:
+                raise ValueError(f"{role}: field {column!r} is not declared in schema")
+        if self.schema_[self.time].type != "timestamp":
+            raise ValueError(f"time: field {self.time!r} must have type timestamp, not {self.schema_[self.time].type!r}")
+        return self
+
+
+# --------------------------------------------------------------------------- Kafka source
+
+_SPARK_KAFKA_OPTIONS = {
+    "startingOffsets", "startingTimestamp", "startingOffsetsByTimestamp", "startingOffsetsByTimestampStrategy",
+    "endingOffsets", "endingTimestamp", "endingOffsetsByTimestamp",
+    "maxOffsetsPerTrigger", "minOffsetsPerTrigger", "maxTriggerDelay", "minPartitions", "maxRecordsPerPartition",
+    "failOnDataLoss", "includeHeaders", "groupIdPrefix", "fetchOffset.numRetries", "fetchOffset.retryIntervalMs",
+    "kafkaConsumer.pollTimeoutMs",
+}
+_FORBIDDEN_KAFKA_OPTIONS = {
+    "subscribe", "subscribePattern", "assign",  # declared by source.subscribe / subscribe_pattern / assign
+    "kafka.bootstrap.servers",  # comes from the target
+}
+
+
+def _check_kafka_options(options: dict[str, Any]) -> dict[str, str]:
+    result: dict[str, str] = {}
+    for name, value in options.items():
+        if name in _FORBIDDEN_KAFKA_OPTIONS:
+            raise ValueError(f"option {name!r} is not set here (topics come from source.subscribe/"
+                             "subscribe_pattern/assign, brokers from the target's kafka.bootstrap_servers)")
+        if name not in _SPARK_KAFKA_OPTIONS and not name.startswith("kafka."):
+            raise ValueError(
+                f"unknown Kafka source option {name!r}; expected one of Spark's Kafka source options "
+                f"({', '.join(sorted(_SPARK_KAFKA_OPTIONS))}) or a 'kafka.*' client setting"
+            )
+        result[name] = str(value).lower() if isinstance(value, bool) else str(value)
+    return result
+
+
+KafkaOptions = Annotated[dict[str, Any], AfterValidator(_check_kafka_options)]
+
+
+class SourceConfig(StrictModel):
+    """Which Kafka topics a pipeline reads, with Spark's Kafka source options."""
+
+    subscribe: list[str] | None = None
+    subscribe_pattern: str | None = None
+    assign: dict[str, list[int]] | None = None
+    partitions: int = Field(default=3, ge=1, description="Partitions when kappalake creates the topic.")
+    options: KafkaOptions = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_subscribe(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("subscribe"), str):
+            data = {**data, "subscribe": [t.strip() for t in data["subscribe"].split(",") if t.strip()]}
+        return data
+
+    @model_validator(mode="after")
+    def _exactly_one_subscription(self) -> SourceConfig:
+        chosen = [n for n in ("subscribe", "subscribe_pattern", "assign") if getattr(self, n)]
+        if len(chosen) != 1:
+            raise ValueError("set exactly one of subscribe, subscribe_pattern, assign"
+                             + (f" (got {', '.join(chosen)})" if chosen else ""))
+        return self
+
+    @property
+    def topics(self) -> list[str]:
+        """Topics kappalake knows by name (to create on the local stack, to produce to)."""
+        if self.subscribe:
+            return list(self.subscribe)
+        if self.assign:
+            return list(self.assign)
+        return []
+
+
+# --------------------------------------------------------------------------- tables
+
+class TableConfig(StrictModel):
+    """Where a Delta table lives; the default path is derived from the target's storage root."""
+
+    path: str | None = None
+
+
+class PiiConfig(StrictModel):
+    fields: list[Identifier] = Field(default_factory=list)
+    key_env: str = Field(default="KAPPALAKE_PII_KEY", pattern=r"^[A-Z_][A-Z0-9_]*$")
+
+
+class SilverConfig(TableConfig):
+    mode: Literal["append", "upsert"] = "append"
+    source: Literal["kafka", "bronze"] = "kafka"
+    watermark: Duration = "10 seconds"
+    merge_key: list[Identifier] | None = None
+    sequence_column: Identifier | None = None
+    pii: PiiConfig = Field(default_factory=PiiConfig)
+
+    @model_validator(mode="after")
+    def _check_mode(self) -> SilverConfig:
+        if self.mode == "upsert" and (not self.merge_key or not self.sequence_column):
+            raise ValueError("mode 'upsert' needs merge_key and sequence_column")
+        if self.mode == "append" and (self.merge_key or self.sequence_column):
+            raise ValueError("merge_key/sequence_column apply to mode 'upsert' only")
+        return self
+
+
+class DeadLetterConfig(TableConfig):
+    kafka_topic: str | None = None
+
+
+# --------------------------------------------------------------------------- gold views
+
+class WindowConfig(StrictModel):
+    kind: Literal["tumbling", "sliding", "session"]
+    size: Duration | None = None
+    slide: Duration | None = None
+    gap: Duration | None = None
+
+    @model_validator(mode="after")
+    def _check_kind(self) -> WindowConfig:
+        if self.kind in ("tumbling", "sliding") and self.size is None:
+            raise ValueError(f"a {self.kind} window needs size")
+        if self.kind == "sliding":
+            if self.slide is None:
+                raise ValueError("a sliding window needs slide")
+            if parse_seconds(self.slide) > parse_seconds(self.size or "0s"):
+                raise ValueError(f"slide ({self.slide}) must not exceed size ({self.size})")
+        elif self.slide is not None:
+            raise ValueError(f"slide applies to sliding windows only, not {self.kind}")
+        if self.kind == "session":
+            if self.gap is None:
+                raise ValueError("a session window needs gap")
+            if self.size is not None:
+                raise ValueError("a session window takes gap, not size")
+        elif self.gap is not None:
+            raise ValueError(f"gap applies to session windows only, not {self.kind}")
+        return self
+
+
+MetricFn = Literal["count", "sum", "avg", "min", "max", "stddev", "approx_count_distinct", "percentile", "custom"]
+
+
+class MetricConfig(StrictModel):
+    fn: MetricFn
+    column: Identifier | None = None
+    percentile: float | None = Field(default=None, gt=0, lt=1)
+    hook: str | None = Field(default=None, pattern=r"^[\w.]+:[\w]+$",
+                             description="module:function returning a Column, for fn 'custom'")
+
+    @model_validator(mode="after")
+    def _check_args(self) -> MetricConfig:
+        if self.fn not in ("count", "custom") and self.column is None:
+            raise ValueError(f"metric fn {self.fn!r} needs column")
+        if (self.fn == "percentile") != (self.percentile is not None):
+            raise ValueError("percentile is required for fn 'percentile' and only for it")
+        if (self.fn == "custom") != (self.hook is not None):
+            raise ValueError("hook is required for fn 'custom' and only for it")
+        return self
+
+
+class ClickHouseTarget(StrictModel):
+    table: Identifier
+
+
+class GoldViewConfig(StrictModel):
+    window: WindowConfig
+    time_column: Identifier | None = None
+    watermark: Duration | None = None
+    group_by: list[Identifier] = Field(min_length=1)
+    metrics: dict[Identifier, MetricConfig] = Field(min_length=1)
+    having: str | None = None
+    clickhouse: ClickHouseTarget
+
+
+class GoldConfig(StrictModel):
+    views: dict[Identifier, GoldViewConfig] = Field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- pipeline
+
+class PipelineConfig(StrictModel):
+    """One pipeline: a Kafka source, its payload, and the bronze/silver/dead-letter/gold outputs."""
+
+    name: Identifier
+    version: str = "1"
+    description: str = ""
+    generator: Literal["payments", "iot"] | None = None
+    source: SourceConfig
+    events: EventsConfig
+    bronze: TableConfig = Field(default_factory=TableConfig)
+    silver: SilverConfig = Field(default_factory=SilverConfig)
+    dead_letter: DeadLetterConfig = Field(default_factory=DeadLetterConfig)
+    gold: GoldConfig = Field(default_factory=GoldConfig)
+
+    @model_validator(mode="after")
+    def _check_references(self) -> PipelineConfig:
+        fields = self.events.schema_
+        for name in self.silver.pii.fields:
+            if name not in fields:
+                raise ValueError(f"silver.pii.fields: {name!r} is not declared in events.schema")
+        for role in ("merge_key", "sequence_column"):
+            value = getattr(self.silver, role)
+            for name in ([value] if isinstance(value, str) else value or []):
+                if name not in fields:
+                    raise ValueError(f"silver.{role}: {name!r} is not declared in events.schema")
+        for view_name, view in self.gold.views.items():
+            where = f"gold.views.{view_name}"
+            for name in view.group_by:
+                if name not in fields:
+                    raise ValueError(f"{where}.group_by: {name!r} is not declared in events.schema")
+            for metric_name, metric in view.metrics.items():
+                if metric.column is not None and metric.column not in fields:
+                    raise ValueError(f"{where}.metrics.{metric_name}.column: {metric.column!r} "
+                                     "is not declared in events.schema")
+            if view.time_column is not None and fields.get(view.time_column, None) is None:
+                raise ValueError(f"{where}.time_column: {view.time_column!r} is not declared in events.schema")
+        return self
+
+
+# --------------------------------------------------------------------------- targets
+
+class KafkaTargetConfig(StrictModel):
+    bootstrap_servers: str = Field(
+        description="host:port list, or 'local-stack' for the embedded broker started by 'kappalake stack up'."
+    )
+    options: KafkaOptions = Field(default_factory=dict, description="kafka.* client settings (SASL/SSL).")
+
+
+class StorageConfig(StrictModel):
+    root: str = Field(description="Root for Delta tables and checkpoints (local path, s3a://, abfss://, dbfs:/).")
+
+
+class ClickHouseConfig(StrictModel):
+    dsn: str = Field(description="clickhouse-connect DSN: chdb:///abs/path or https://user:pass@host:8443/db")
+
+
+class SparkConfig(StrictModel):
+    master: str | None = Field(default=None, description="Spark master; None on managed runtimes.")
+    jars: Literal["resolve", "provided"] = "provided"
+    driver_memory: str | None = None
+    shuffle_partitions: int | None = Field(default=None, ge=1)
+    conf: dict[str, str] = Field(default_factory=dict)
+
+
+class TargetConfig(StrictModel):
+    """Where a pipeline runs: brokers, storage, ClickHouse and Spark settings for one environment."""
+
+    name: str
+    kafka: KafkaTargetConfig
+    storage: StorageConfig
+    clickhouse: ClickHouseConfig
+    spark: SparkConfig = Field(default_factory=SparkConfig)

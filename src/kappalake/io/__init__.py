@@ -1,0 +1,1 @@
+"""I/O: Kafka (admin, producer, Spark reader options), Delta writers, ClickHouse."""

@@ -1,0 +1,1 @@
+"""Delta Lake writers (streaming append; MERGE via foreachBatch)."""

@@ -1,0 +1,1 @@
+"""Kafka: client settings, admin (topics, readiness), producer, Spark source options."""

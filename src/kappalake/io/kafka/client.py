@@ -1,0 +1,39 @@
+"""Translate kappalake's Kafka settings (Spark's ``kafka.*`` names) to librdkafka (confluent-kafka)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+_JAAS_CREDENTIALS = re.compile(r'username\s*=\s*"([^"]*)"\s+password\s*=\s*"([^"]*)"')
+_JAAS_MECHANISM = {
+    "PlainLoginModule": "PLAIN",
+    "ScramLoginModule": "SCRAM-SHA-512",
+}
+# Java client settings that have no librdkafka equivalent and are safe to leave out for Python clients.
+_JAVA_ONLY = {"sasl.jaas.config", "ssl.truststore.type", "ssl.keystore.type", "ssl.endpoint.identification.algorithm",
+              "isolation.level"}
+
+
+def librdkafka_config(bootstrap_servers: str, options: Mapping[str, str] | None = None,
+                      **extra: Any) -> dict[str, Any]:
+    """Client config for confluent-kafka from ``kafka.*`` options as Spark takes them."""
+    config: dict[str, Any] = {"bootstrap.servers": bootstrap_servers}
+    for name, value in (options or {}).items():
+        if not name.startswith("kafka."):
+            continue
+        key = name.removeprefix("kafka.")
+        if key == "sasl.jaas.config":
+            match = _JAAS_CREDENTIALS.search(value)
+            if match:
+                config["sasl.username"], config["sasl.password"] = match.groups()
+            for module, mechanism in _JAAS_MECHANISM.items():
+                if module in value:
+                    config.setdefault("sasl.mechanism", mechanism)
+            continue
+        if key in _JAVA_ONLY:
+            continue
+        config[key] = value
+    config.update(extra)
+    return config

@@ -1,0 +1,1 @@
+"""Operations: progress collection, run records, status."""

@@ -1,0 +1,1 @@
+"""Pipelines: wire I/O and transformations into jobs (produce, bronze, silver, gold)."""

@@ -1,0 +1,27 @@
+"""Bronze job: Spark's Kafka source -> raw records appended to a Delta table."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from kappalake.io.delta.stream import Trigger, start_delta_append
+from kappalake.io.kafka.reader import read_kafka_stream
+from kappalake.runtime.context import RunContext
+from kappalake.transforms.bronze import PARTITION_COLUMNS, to_bronze
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+    from pyspark.sql.streaming import StreamingQuery
+
+
+def start_bronze(spark: SparkSession, ctx: RunContext, trigger: Trigger) -> StreamingQuery:
+    """Start the bronze streaming query for ``ctx.pipeline``."""
+    records = read_kafka_stream(spark, ctx)
+    return start_delta_append(
+        to_bronze(records),
+        path=ctx.table_path("bronze"),
+        checkpoint=ctx.checkpoint_path("bronze"),
+        query_name=f"{ctx.pipeline.name}.bronze",
+        trigger=trigger,
+        partition_by=PARTITION_COLUMNS,
+    )

@@ -1,0 +1,1 @@
+"""Runtime: data directory layout, JVM jar resolution, Spark session, embedded local stack."""

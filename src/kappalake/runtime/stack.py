@@ -1,0 +1,255 @@
+"""The embedded local stack: a real single-node Apache Kafka broker (KRaft) as a child process.
+
+The broker runs from the Kafka server jars resolved from Maven Central (``jars.resolve_broker_jars``),
+controller and broker in one JVM on 127.0.0.1, with its log dir and a state file (pid, ports) under
+``$KAPPALAKE_HOME/stack``. ``up`` is idempotent; a state file whose process is gone is reported as
+stale and replaced. The broker keeps its data across restarts and reuses its ports when free.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+from kappalake import versions
+from kappalake.errors import BrokerUnreachableError, StackError
+from kappalake.io.kafka.admin import TopicSpec, ensure_topics, wait_until_ready
+from kappalake.runtime.jars import resolve_broker_jars
+from kappalake.runtime.java import check_java
+from kappalake.runtime.paths import HomeLayout
+
+BROKER_HEAP = "-Xmx512m"
+StackState = Literal["running", "stopped", "stale"]
+
+
+@dataclass(frozen=True)
+class BrokerInfo:
+    pid: int
+    port: int
+    controller_port: int
+    started_at: float
+    version: str
+    log_file: str
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+@dataclass(frozen=True)
+class StackStatus:
+    state: StackState
+    broker: BrokerInfo | None
+    home: Path
+
+    @property
+    def bootstrap_servers(self) -> str | None:
+        return self.broker.bootstrap_servers if self.broker and self.state == "running" else None
+
+
+def _free_port(preferred: int | None = None) -> int:
+    if preferred:
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", preferred))
+                return preferred
+            except OSError:
+                pass
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _pid_is_broker(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    if cmdline.exists():
+        try:
+            text = cmdline.read_bytes().decode(errors="replace")
+        except OSError:
+            return False
+        if "kafka.Kafka" not in text:
+            return False
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+        except (OSError, IndexError):
+            state = "R"
+        return state != "Z"
+    return True
+
+
+def _server_properties(data_dir: Path, port: int, controller_port: int) -> str:
+    settings = {
+        "process.roles": "broker,controller",
+        "node.id": "1",
+        "controller.quorum.voters": f"1@127.0.0.1:{controller_port}",
+        "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
+        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}",
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "log.dirs": str(data_dir),
+        "num.partitions": "3",
+        "auto.create.topics.enable": "false",
+        "offsets.topic.replication.factor": "1",
+        "offsets.topic.num.partitions": "3",
+        "transaction.state.log.replication.factor": "1",
+        "transaction.state.log.min.isr": "1",
+        "transaction.state.log.num.partitions": "3",
+        "share.coordinator.state.topic.replication.factor": "1",
+        "share.coordinator.state.topic.min.isr": "1",
+        "group.initial.rebalance.delay.ms": "0",
+        "log.retention.check.interval.ms": "10000",
+    }
+    return "".join(f"{k}={v}\n" for k, v in settings.items())
+
+
+class LocalStack:
+    """Start, stop and inspect the local Kafka broker under one data directory."""
+
+    def __init__(self, layout: HomeLayout | None = None) -> None:
+        self.layout = layout or HomeLayout.from_env()
+        self.dir = self.layout.stack
+        self.state_file = self.dir / "state.json"
+        self.data_dir = self.dir / "kafka-data"
+        self.log_file = self.dir / "broker.log"
+
+    # ------------------------------------------------------------------ inspection
+    def _read_state(self) -> BrokerInfo | None:
+        try:
+            return BrokerInfo(**json.loads(self.state_file.read_text()))
+        except FileNotFoundError:
+            return None
+        except (ValueError, TypeError) as exc:
+            raise StackError(f"{self.state_file}: unreadable state file ({exc}); remove it and run "
+                             "'kappalake stack up' again") from None
+
+    def status(self) -> StackStatus:
+        """running / stopped / stale (state file left by a broker that is gone)."""
+        broker = self._read_state()
+        if broker is None:
+            return StackStatus("stopped", None, self.layout.home)
+        return StackStatus("running" if _pid_is_broker(broker.pid) else "stale", broker, self.layout.home)
+
+    def bootstrap_servers(self) -> str:
+        """host:port of the running broker; StackError with the fix if it is not running."""
+        status = self.status()
+        if status.state != "running" or status.broker is None:
+            raise StackError(f"the local Kafka broker is not running ({status.state}; data dir {self.layout.home}); "
+                             "start it with 'kappalake stack up'")
+        return status.broker.bootstrap_servers
+
+    # ------------------------------------------------------------------ lifecycle
+    def up(self, topics: list[TopicSpec] | None = None, timeout: float = 120.0) -> StackStatus:
+        """Start the broker unless it runs already; create ``topics``; return the status."""
+        status = self.status()
+        if status.state == "running" and status.broker is not None:
+            wait_until_ready(status.broker.bootstrap_servers, timeout=timeout)
+        else:
+            previous = status.broker
+            if status.state == "stale":
+                self.state_file.unlink(missing_ok=True)
+            status = self._start(previous, timeout)
+        if topics and status.bootstrap_servers:
+            ensure_topics(status.bootstrap_servers, topics)
+        return status
+
+    def _format_storage(self, java: Path, classpath: str, properties: Path) -> None:
+        if (self.data_dir / "meta.properties").exists():
+            return
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        result = subprocess.run(
+            [str(java), "-Xmx256m", "-cp", classpath, "kafka.tools.StorageTool", "format",
+             "-t", cluster_id, "-c", str(properties)],
+            capture_output=True, text=True, timeout=120,
+        )
+        if result.returncode != 0:
+            raise StackError(f"formatting Kafka storage in {self.data_dir} failed: "
+                             f"{(result.stderr or result.stdout).strip()[-500:]}")
+
+    def _start(self, previous: BrokerInfo | None, timeout: float) -> StackStatus:
+        java, _ = check_java()
+        jars = resolve_broker_jars(self.layout)
+        classpath = os.pathsep.join(jars)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        port = _free_port(previous.port if previous else None)
+        controller_port = _free_port(previous.controller_port if previous else None)
+        if controller_port == port:
+            controller_port = _free_port()
+        properties = self.dir / "server.properties"
+        properties.write_text(_server_properties(self.data_dir, port, controller_port))
+        self._format_storage(java, classpath, properties)
+        log4j = Path(str(resources.files("kappalake.runtime") / "resources" / "broker-log4j2.yaml"))
+        command = [str(java), BROKER_HEAP, "-Xms128m", "-XX:+UseG1GC", "-Djava.awt.headless=true",
+                   f"-Dlog4j2.configurationFile=file:{log4j}", "-cp", classpath, "kafka.Kafka", str(properties)]
+        with open(self.log_file, "ab") as log:
+            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                       cwd=self.dir, start_new_session=True)
+        broker = BrokerInfo(pid=process.pid, port=port, controller_port=controller_port, started_at=time.time(),
+                            version=versions.KAFKA_BROKER_VERSION, log_file=str(self.log_file))
+        self.state_file.write_text(json.dumps(asdict(broker), indent=1))
+        try:
+            wait_until_ready(broker.bootstrap_servers, timeout=timeout, alive=lambda: process.poll() is None)
+        except BrokerUnreachableError as exc:
+            self._kill(process.pid)
+            self.state_file.unlink(missing_ok=True)
+            raise StackError(f"the local Kafka broker did not start: {exc}\nlast lines of {self.log_file}:\n"
+                             f"{self._log_tail()}") from None
+        return StackStatus("running", broker, self.layout.home)
+
+    def _log_tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    @staticmethod
+    def _kill(pid: int, timeout: float = 30.0) -> None:
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        except PermissionError:
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not _pid_is_broker(pid):
+                _reap(pid)
+                return
+            time.sleep(0.2)
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        _reap(pid)
+
+    def down(self, timeout: float = 30.0) -> StackState:
+        """Stop the broker (SIGTERM, then SIGKILL after ``timeout``); return the state it was in."""
+        status = self.status()
+        if status.broker is not None and status.state == "running":
+            self._kill(status.broker.pid, timeout)
+        self.state_file.unlink(missing_ok=True)
+        return status.state
+
+
+def _reap(pid: int) -> None:
+    """Collect the exit status if the broker is our own child (avoids a zombie in long-lived processes)."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass

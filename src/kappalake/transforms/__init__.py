@@ -1,0 +1,1 @@
+"""Pure DataFrame -> DataFrame transformations. Nothing in this package performs I/O."""
