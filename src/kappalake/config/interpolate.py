@@ -74,13 +74,24 @@ def _substitute(text: str, env: Mapping[str, str], key_path: tuple[Any, ...]) ->
         i = end
 
 
+_NESTED_REF = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*:-(\$\{.*\})\}", re.DOTALL)
+
+
+def _is_reference(text: str) -> bool:
+    """True when ``text`` is one whole reference, e.g. ``${A}``, ``${A:-x}`` or ``${A:-${B}}``."""
+    if _REF.fullmatch(text):
+        return True
+    nested = _NESTED_REF.fullmatch(text)
+    return bool(nested) and _is_reference(nested.group(1))
+
+
 def literal_secrets(value: Any, key_path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     """Key paths whose name looks secret but whose value is a literal instead of a ``${VAR}`` reference."""
     found: list[tuple[Any, ...]] = []
     if isinstance(value, dict):
         for k, v in value.items():
             path = key_path + (k,)
-            if isinstance(v, (str, int, float)) and _SECRET_KEY.search(str(k)) and not _REF.fullmatch(str(v)):
+            if isinstance(v, (str, int, float)) and _SECRET_KEY.search(str(k)) and not _is_reference(str(v)):
                 found.append(path)
             elif isinstance(v, str) and _URL_PASSWORD.search(v):
                 found.append(path)

@@ -13,7 +13,8 @@ raises ConfigError naming the file, line, key path and what was expected.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -54,9 +55,10 @@ def deep_merge(base: Mapping[str, Any], overlay: Mapping[str, Any]) -> dict[str,
 
 
 def _where(doc: YamlDocument, key_path: tuple[Any, ...], target: str | None) -> str:
+    """``file:line`` of ``key_path``: in the target's overlay if it sets that very key, else in the base."""
     line = None
     if target is not None:
-        line = doc.line_of(("targets", target) + key_path)
+        line = doc.line_of(("targets", target) + key_path, exact=True)
     line = line or doc.line_of(key_path)
     return f"{doc.path}:{line}" if line else str(doc.path)
 
@@ -65,13 +67,20 @@ def _dotted(key_path: tuple[Any, ...]) -> str:
     return ".".join(str(k) for k in key_path) or "(top level)"
 
 
+_KEY_PREFIX = re.compile(r"([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*): (.*)", re.DOTALL)
+
+
 def _format_validation(doc: YamlDocument, error: ValidationError, target: str | None, prefix: tuple[Any, ...] = ()) -> str:
     lines = []
     for item in error.errors():
         loc = prefix + tuple(k for k in item["loc"] if k != "schema_" and not str(k).startswith("function-"))
         loc = tuple("schema" if k == "schema_" else k for k in loc)
         message = item["msg"].removeprefix("Value error, ")
-        got = "" if item["type"] == "missing" else f" (got {item.get('input')!r})"
+        nested = _KEY_PREFIX.fullmatch(message) if item["type"] == "value_error" else None
+        if nested:  # model validators name the offending key as a 'dotted.key: ' prefix; locate that key
+            loc, message = loc + tuple(nested.group(1).split(".")), nested.group(2)
+        shown = repr(item.get("input"))
+        got = "" if item["type"] == "missing" or shown in message else f" (got {shown})"
         if item["type"] == "extra_forbidden":
             message, got = "unknown key (check the spelling; unknown keys are rejected)", ""
         if isinstance(item.get("input"), (dict, list)):
@@ -80,11 +89,16 @@ def _format_validation(doc: YamlDocument, error: ValidationError, target: str | 
     return "\n".join(lines)
 
 
-def _prepare(doc: YamlDocument, target: str, env: Mapping[str, str], strip: tuple[str, ...]) -> dict[str, Any]:
+def _prepare(doc: YamlDocument, target: str, env: Mapping[str, str], strip: tuple[str, ...],
+             known: Sequence[str]) -> dict[str, Any]:
     data = {k: v for k, v in doc.data.items() if k not in strip}
     overlays = doc.data.get("targets") or {}
     if not isinstance(overlays, dict):
         raise ConfigError(f"{_where(doc, ('targets',), None)}: targets: expected a mapping of target name to settings")
+    unknown = [name for name in overlays if name not in known]
+    if unknown:
+        raise ConfigError(f"{_where(doc, ('targets', unknown[0]), None)}: targets.{unknown[0]}: unknown target "
+                          f"(check the spelling); expected one of {', '.join(known)}")
     overlay = overlays.get(target) or {}
     if not isinstance(overlay, dict):
         raise ConfigError(f"{_where(doc, ('targets', target), None)}: targets.{target}: expected a mapping")
@@ -128,7 +142,8 @@ def load_target(conf_dir: Path | None = None, target: str | None = None,
     if not isinstance(targets, dict) or not targets:
         raise ConfigError(f"{doc.path}: targets: expected a mapping with at least one target ({', '.join(TARGETS)})")
     if target not in targets:
-        raise ConfigError(f"{doc.path}: targets: no target named {target!r}; defined: {', '.join(targets)}")
+        raise ConfigError(f"{_where(doc, ('targets',), None)}: targets: no target named {target!r}; "
+                          f"defined: {', '.join(targets)}")
     section = targets[target]
     if not isinstance(section, dict):
         raise ConfigError(f"{_where(doc, ('targets', target), None)}: targets.{target}: expected a mapping")
@@ -156,11 +171,24 @@ def pipeline_files(conf_dir: Path | None = None) -> dict[str, Path]:
     return {p.stem: p for p in sorted(folder.glob("*.y*ml"))}
 
 
+def _target_names(pipeline_path: Path) -> list[str]:
+    """Targets defined in the project file next to the pipelines folder, else the standard ones."""
+    project = pipeline_path.parent.parent / PROJECT_FILE
+    try:
+        targets = read_yaml(project).data.get("targets") if project.is_file() else None
+    except ConfigError:  # load_target reports a broken project file
+        targets = None
+    return list(targets) if isinstance(targets, dict) and targets else list(TARGETS)
+
+
 def load_pipeline_file(path: Path, target: str | None = None, env: Mapping[str, str] | None = None) -> PipelineConfig:
     """Load and validate one pipeline file for ``target``."""
     target = target or default_target()
+    known = _target_names(path)
+    if target not in known:
+        raise ConfigError(f"{path}: no target named {target!r}; defined: {', '.join(known)}")
     doc = read_yaml(path)
-    data = _prepare(doc, target, _builtin_env(env), strip=("targets",))
+    data = _prepare(doc, target, _builtin_env(env), strip=("targets",), known=known)
     config = _validate(PipelineConfig, doc, data, target)
     if config.name != path.stem:
         raise ConfigError(f"{_where(doc, ('name',), target)}: name: {config.name!r} must match the file name "

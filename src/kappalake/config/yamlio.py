@@ -35,20 +35,23 @@ class YamlDocument:
         self.data = data
         self.node = node
 
-    def line_of(self, key_path: tuple[Any, ...]) -> int | None:
-        """1-based line of the deepest key of ``key_path`` present in the file."""
+    def line_of(self, key_path: tuple[Any, ...], exact: bool = False) -> int | None:
+        """1-based line of the deepest key of ``key_path`` present in the file.
+
+        With ``exact``, None unless the whole of ``key_path`` is present.
+        """
         node, line = self.node, None
         for key in key_path:
             if isinstance(node, yaml.MappingNode):
                 match = next(((k, v) for k, v in node.value if k.value == str(key)), None)
                 if match is None:
-                    break
+                    return None if exact else line
                 line, node = match[0].start_mark.line + 1, match[1]
             elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
                 node = node.value[key]
                 line = node.start_mark.line + 1
             else:
-                break
+                return None if exact else line
         return line
 
 

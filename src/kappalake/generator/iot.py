@@ -8,6 +8,7 @@ from typing import Any
 
 SENSORS = {"temperature": (21.0, 2.5), "humidity": (45.0, 8.0), "pressure": (1013.0, 5.0), "vibration": (0.3, 0.1)}
 KEY_FIELD = "device_id"
+_SENSOR_NAMES = sorted(SENSORS)
 
 
 class IotModel:
@@ -21,7 +22,7 @@ class IotModel:
     def payload(self, event_id: str, event_time: datetime) -> dict[str, Any]:
         rng = self.rng
         device = rng.choice(self.devices)
-        sensor = rng.choice(sorted(SENSORS))
+        sensor = rng.choice(_SENSOR_NAMES)
         mean, spread = SENSORS[sensor]
         value = rng.gauss(mean + self.offset[device] * spread, spread)
         return {"event_id": event_id, "device_id": device, "sensor": sensor, "value": round(value, 4),

@@ -8,6 +8,7 @@ from typing import Any
 
 COUNTRIES = {"US": "USD", "GB": "GBP", "DE": "EUR", "FR": "EUR", "NL": "EUR", "JP": "JPY", "BR": "BRL", "IN": "INR"}
 KEY_FIELD = "card_id"
+_COUNTRY_CODES = sorted(COUNTRIES)
 
 
 class PaymentsModel:
@@ -17,12 +18,12 @@ class PaymentsModel:
         self.rng = rng
         self.cards = [f"card-{i:06d}" for i in range(cards)]
         self.merchants = [f"m-{i:05d}" for i in range(merchants)]
-        self.home_country = {card: rng.choice(sorted(COUNTRIES)) for card in self.cards}
+        self.home_country = {card: rng.choice(_COUNTRY_CODES) for card in self.cards}
 
     def payload(self, event_id: str, event_time: datetime) -> dict[str, Any]:
         rng = self.rng
         card = rng.choice(self.cards)
-        country = self.home_country[card] if rng.random() < 0.9 else rng.choice(sorted(COUNTRIES))
+        country = self.home_country[card] if rng.random() < 0.9 else rng.choice(_COUNTRY_CODES)
         return {
             "event_id": event_id,
             "card_id": card,

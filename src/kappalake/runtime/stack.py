@@ -247,9 +247,14 @@ class LocalStack:
         return status.state
 
 
-def _reap(pid: int) -> None:
+def _reap(pid: int, timeout: float = 10.0) -> None:
     """Collect the exit status if the broker is our own child (avoids a zombie in long-lived processes)."""
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:  # not our child (started by another process), or already collected
+            return
+        if done or time.monotonic() > deadline:
+            return
+        time.sleep(0.05)
