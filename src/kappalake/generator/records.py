@@ -57,28 +57,43 @@ class GeneratorOptions:
 
 
 _UTC = timezone.utc
-
-
-def _format_time_slow(moment: datetime) -> str:
-    return moment.astimezone(_UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+_SECOND = timedelta(seconds=1)
+_MILLIS = tuple(f"{ms:03d}Z" for ms in range(1000))
+_NO_SECOND = (datetime.max.replace(tzinfo=_UTC), datetime.min.replace(tzinfo=_UTC), "")
+# The two UTC seconds formatted last, most recent first, as (start, end, "YYYY-MM-DDTHH:MM:SS.").
+# Consecutive events mostly share a second, so strftime runs about once per second of event time;
+# the second slot keeps the fresh events' second while a late event (minutes back) is formatted.
+_recent_seconds: tuple[tuple[datetime, datetime, str], tuple[datetime, datetime, str]] = (_NO_SECOND, _NO_SECOND)
 
 
 def format_time(moment: datetime) -> str:
     """ISO-8601 UTC with milliseconds, e.g. ``2026-11-21T16:00:00.123Z``."""
-    # Fast path for the common case (a plain UTC datetime): isoformat truncates to milliseconds
-    # exactly like the strftime form, at about half the cost. Years below 1000 (strftime does
-    # not zero-pad them), other time zones, naive times and subclasses take the original path.
-    if type(moment) is datetime and moment.tzinfo is _UTC and moment.year >= 1000:
-        return moment.isoformat(timespec="milliseconds")[:-6] + "Z"
-    return _format_time_slow(moment)
+    global _recent_seconds
+    if type(moment) is datetime and moment.tzinfo is _UTC:
+        recent = _recent_seconds
+        first = recent[0]
+        if first[0] <= moment < first[1]:
+            return first[2] + _MILLIS[moment.microsecond // 1000]
+        second = recent[1]
+        if second[0] <= moment < second[1]:
+            _recent_seconds = (second, first)
+            return second[2] + _MILLIS[moment.microsecond // 1000]
+        start = moment.replace(microsecond=0)
+        try:
+            end = start + _SECOND
+        except OverflowError:  # the last second of year 9999
+            pass
+        else:
+            prefix = start.strftime("%Y-%m-%dT%H:%M:%S.")
+            _recent_seconds = ((start, end, prefix), first)
+            return prefix + _MILLIS[moment.microsecond // 1000]
+    return moment.astimezone(_UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
 def _json_default(value: Any) -> str:
     """How the encoder writes values JSON has no type for: datetimes as :func:`format_time`."""
-    if type(value) is datetime and value.tzinfo is _UTC and value.year >= 1000:  # format_time's fast path
-        return value.isoformat(timespec="milliseconds")[:-6] + "Z"
     if isinstance(value, datetime):
-        return _format_time_slow(value)
+        return format_time(value)
     raise TypeError(f"Object of type {value.__class__.__name__} is not JSON serializable")
 
 

@@ -46,7 +46,7 @@ def expand_layers(layer: str) -> tuple[str, ...]:
 def check_source(ctx: RunContext) -> None:
     """Fail early and clearly when the brokers do not answer or a subscribed topic is missing."""
     servers = ctx.bootstrap_servers()
-    wait_until_ready(servers, timeout=30, options=ctx.kafka_options)
+    wait_until_ready(servers, timeout=15, options=ctx.kafka_options)
     for topic in ctx.pipeline.source.topics:
         try:
             end_offsets(servers, topic, ctx.kafka_options)

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Set up kappalake on this machine: Java 17 + Maven (apt, if missing), a virtualenv in .venv with the
+# package and its dev tools, and the pinned JVM jars resolved from Maven Central into the data dir.
+# Safe to run again: every step is skipped when already done. Sourced by demo.sh and test.sh.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export KAPPALAKE_HOME="${KAPPALAKE_HOME:-$REPO/.kappalake}"
+VENV="$REPO/.venv"
+PYTHON="${PYTHON:-python3}"
+
+say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
+fail() { printf '\033[1;31m[setup] error:\033[0m %s\n' "$*" >&2; exit 1; }
+
+apt_install() {
+  local runner=""
+  if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null && sudo -n true 2>/dev/null; then runner="sudo"; else
+      fail "missing system packages: $*. Install them with: sudo apt-get install -y $*"
+    fi
+  fi
+  command -v apt-get >/dev/null || fail "missing system packages: $* (no apt-get here; install them by hand)"
+  say "installing $* with apt-get"
+  $runner apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive $runner apt-get install -y -qq "$@" >/dev/null
+}
+
+java_major() { java -version 2>&1 | sed -n 's/.*version "\([0-9]*\)\.*.*/\1/p' | head -1; }
+
+# --- system packages: Python venv support, Java 17+, Maven ---------------------------------------
+command -v "$PYTHON" >/dev/null || apt_install python3 python3-venv
+"$PYTHON" -c 'import sys; assert sys.version_info >= (3, 10)' 2>/dev/null \
+  || fail "$PYTHON is older than 3.10; install Python 3.10-3.12"
+"$PYTHON" -c 'import venv, ensurepip' 2>/dev/null || apt_install python3-venv
+if ! command -v java >/dev/null || [ "$(java_major)" -lt 17 ] 2>/dev/null; then
+  apt_install openjdk-17-jre-headless
+fi
+[ "$(java_major)" -ge 17 ] || fail "Java 17 or newer is required; found: $(java -version 2>&1 | head -1)"
+command -v mvn >/dev/null || apt_install maven
+
+# --- virtualenv with the package ------------------------------------------------------------------
+if [ ! -x "$VENV/bin/python" ]; then
+  say "creating virtualenv $VENV"
+  "$PYTHON" -m venv "$VENV"
+fi
+STAMP="$VENV/.kappalake-installed"
+WANT="$(sha256sum "$REPO/pyproject.toml" | cut -c1-64)"
+if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
+  say "installing kappalake and its dependencies into $VENV"
+  "$VENV/bin/python" -m pip install -q --upgrade pip
+  "$VENV/bin/python" -m pip install -q -e "$REPO[dev]"
+  echo "$WANT" > "$STAMP"
+fi
+export PATH="$VENV/bin:$PATH"
+export PYSPARK_PYTHON="$VENV/bin/python"
+
+# --- JVM jars (Kafka broker, Spark Kafka connector, Delta) ---------------------------------------
+say "checking Java and the pinned JVM jars (first run downloads them from Maven Central)"
+kappalake setup

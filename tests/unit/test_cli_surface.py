@@ -1,0 +1,70 @@
+"""The kappalake command surface: help lists every command; unlanded commands refuse clearly."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+COMMANDS = ("setup", "stack", "produce", "run", "backfill", "query", "status", "dlq")
+
+
+def kappalake(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "kappalake.cli.app", *args], capture_output=True, text=True,
+                          cwd=REPO, env={**os.environ, "COLUMNS": "200", **(env or {})}, timeout=120)
+
+
+def test_help_lists_every_command_with_help_text() -> None:
+    result = kappalake("--help")
+    assert result.returncode == 0
+    for command in COMMANDS:
+        line = next((ln for ln in result.stdout.splitlines() if f" {command} " in ln), None)
+        assert line is not None, f"{command} missing from --help"
+        assert len(line.split(command, 1)[1].strip(" │")) > 10, f"{command} has no help text"
+
+
+@pytest.mark.parametrize(("args", "issue"), [
+    (("backfill", "payments", "--from-earliest"), "#5"),
+    (("query", "payments", "card_velocity_1m"), "#4"),
+    (("dlq", "payments", "list"), "#3"),
+])
+def test_unlanded_commands_say_so_and_exit_non_zero(args: tuple[str, ...], issue: str) -> None:
+    result = kappalake(*args)
+    assert result.returncode == 64
+    assert "not implemented yet" in result.stderr and issue in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("layer", ["silver", "gold", "all"])
+def test_unlanded_layers_refuse_before_touching_anything(layer: str, tmp_path: Path) -> None:
+    result = kappalake("run", "payments", "--layer", layer, env={"KAPPALAKE_HOME": str(tmp_path)})
+    assert result.returncode == 64
+    assert "layer is not implemented yet" in result.stderr
+    assert not (tmp_path / "lake").exists()
+
+
+def test_unknown_layer_and_pipeline_are_named() -> None:
+    result = kappalake("run", "payments", "--layer", "platinum")
+    assert result.returncode != 0 and "unknown layer 'platinum'" in result.stderr
+    result = kappalake("run", "nosuch", "--layer", "bronze")
+    assert result.returncode == 2 and "no pipeline named 'nosuch'" in result.stderr and "payments" in result.stderr
+
+
+def test_invalid_config_is_reported_without_traceback() -> None:
+    conf = REPO / "tests" / "data" / "bad_configs"
+    case = next(p for p in sorted(conf.iterdir()) if p.is_dir() and (p / "pipelines").is_dir()
+                and (p / "kappalake.yml").exists())
+    result = kappalake("--conf", str(case), "status")
+    assert result.returncode == 2
+    assert "error:" in result.stderr and str(case) in result.stderr.replace("\n", "")
+    assert "Traceback" not in result.stderr
+
+
+def test_produce_rejects_bad_fractions() -> None:
+    result = kappalake("produce", "payments", "--events", "10", "--late-fraction", "0.6", "--malformed-fraction",
+                       "0.6")
+    assert result.returncode != 0 and "sum to at most 1" in result.stderr
