@@ -21,7 +21,7 @@ from kappalake.runtime.stack import LocalStack
 def _when(epoch: float | None) -> str:
     if not epoch:
         return "-"
-    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%m-%d %H:%M:%SZ")
+    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%H:%M:%S")
 
 
 def command(ctx: typer.Context,
@@ -43,19 +43,23 @@ def command(ctx: typer.Context,
         raise ConfigError(f"no pipeline named {unknown[0]!r} (defined: {', '.join(project.pipelines)})")
     running: dict[str, str] = {}
     layers = Table(title="layers")
-    for column in ("pipeline", "layer", "last run started", "finished", "batches", "input rows", "error",
-                   "table rows", "table version"):
-        layers.add_column(column)
+    layers.add_column("layer", no_wrap=True)
+    layers.add_column("last run (UTC)", no_wrap=True)
+    for column in ("batches", "rows in", "table rows"):
+        layers.add_column(column, justify="right", no_wrap=True)
+    errors: list[str] = []
     for name in names:
         run_ctx = RunContext(project.pipelines[name], project.target, layout)
         for layer in LAYERS:
             record = read_run_record(run_ctx.runs_dir, layer) or {}
             running = record.get("versions") or running
             stats = delta_table_stats(run_ctx.table_path(layer))
-            layers.add_row(name, layer, _when(record.get("started_at")), _when(record.get("finished_at")),
+            span = f"{_when(record.get('started_at'))}-{_when(record.get('finished_at'))}" if record else "-"
+            layers.add_row(f"{name}.{layer}", span,
                            str(record.get("batches", "-")), str(record.get("input_rows", "-")),
-                           (record.get("error") or "")[:80],
-                           str(stats.rows) if stats else "-", str(stats.version) if stats else "-")
+                           str(stats.rows) if stats else "-")
+            if record.get("error"):
+                errors.append(f"{name}.{layer} last run failed: {record['error']}")
     for component, value, key in (("Spark", versions.SPARK_VERSION, "spark"),
                                   ("Delta Lake", versions.DELTA_VERSION, "delta"),
                                   ("Spark Kafka connector", versions.SPARK_VERSION, "kafka_connector"),
@@ -66,3 +70,5 @@ def command(ctx: typer.Context,
                        (stack.broker.version if stack.broker else "-"))
     console.print(pinned)
     console.print(layers)
+    for line in errors:
+        console.print(f"[red]{line}[/]")
