@@ -70,6 +70,11 @@ class EventsConfig(StrictModel):
     id: Identifier = Field(description="Field holding the unique event id (dedupe key).")
     time: Identifier = Field(description="Field holding the event time.")
     key: Identifier | None = Field(default=None, description="Field the producer keys records by.")
+    max_future: Duration | None = Field(
+        default="1 hour", description="Dead-letter events whose time is this far after their Kafka timestamp.")
+    max_age: Duration | None = Field(
+        default=None, description="Dead-letter events whose time is this far before their Kafka timestamp.")
+    max_bytes: int = Field(default=1_000_000, ge=1, description="Dead-letter payloads larger than this.")
     schema_: dict[Identifier, Annotated[FieldSpec, BeforeValidator(_field_shorthand)]] = Field(
         alias="schema", min_length=1
     )
@@ -169,6 +174,10 @@ class SilverConfig(TableConfig):
     mode: Literal["append", "upsert"] = "append"
     source: Literal["kafka", "bronze"] = "kafka"
     watermark: Duration = "10 seconds"
+    dedupe_time: Literal["kafka_timestamp", "event_time"] = Field(
+        default="kafka_timestamp",
+        description="Time column of the dedupe watermark. kafka_timestamp (arrival) never drops events that are "
+                    "late in event time; event_time bounds state by event time instead.")
     merge_key: list[Identifier] | None = None
     sequence_column: Identifier | None = None
     pii: PiiConfig = Field(default_factory=PiiConfig)

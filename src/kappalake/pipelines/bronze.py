@@ -25,3 +25,12 @@ def start_bronze(spark: SparkSession, ctx: RunContext, trigger: Trigger) -> Stre
         trigger=trigger,
         partition_by=PARTITION_COLUMNS,
     )
+
+
+def ensure_bronze_table(spark: SparkSession, path: str) -> None:
+    """Create the (empty, partitioned) bronze table if it does not exist, so readers can start first."""
+    from kappalake.io.delta.batch import create_if_missing
+
+    shape = ("key binary, value binary, topic string, partition int, offset long, timestamp timestamp, "
+             "timestampType int, headers array<struct<key:string,value:binary>>")
+    create_if_missing(to_bronze(spark.createDataFrame([], shape)), path, PARTITION_COLUMNS)

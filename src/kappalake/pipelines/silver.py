@@ -1,0 +1,143 @@
+"""Silver job: parse, validate, pseudonymise and dedupe events; rejected records go to the dead-letter table.
+
+One streaming query per pipeline. Append mode dedupes on the event id within the watermark
+(``dropDuplicatesWithinWatermark``) and appends; upsert mode MERGEs the latest row per key by the
+sequence column. Both write through ``foreachBatch`` with Delta's txn idempotency, for the silver
+and the dead-letter table alike. The txn app id is derived from the streaming query id, which a new
+checkpoint changes, so a fresh checkpoint's batch 0 is never mistaken for an old one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import TYPE_CHECKING
+
+from pyspark.sql import functions as F
+
+from kappalake.errors import ConfigError, KappalakeError
+from kappalake.io.delta.batch import append_idempotent, merge_latest, table_exists
+from kappalake.io.delta.stream import Trigger
+from kappalake.io.kafka.reader import read_kafka_stream
+from kappalake.ops import batch_metrics
+from kappalake.pipelines.bronze import ensure_bronze_table
+from kappalake.runtime.context import RunContext
+from kappalake.transforms.dead_letter import to_dead_letter
+from kappalake.transforms.parse import parse_events
+from kappalake.transforms.pii import pseudonymise
+from kappalake.transforms.records import records_from_bronze, records_from_kafka
+from kappalake.transforms.silver import dedupe_within_watermark, latest_by_key, to_silver, with_dedupe_columns
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql.streaming import StreamingQuery
+
+log = logging.getLogger(__name__)
+
+
+def pii_key(ctx: RunContext) -> bytes | None:
+    """The HMAC key for the configured PII fields, from the environment; refuse to run without it."""
+    pii = ctx.pipeline.silver.pii
+    if not pii.fields:
+        return None
+    value = os.environ.get(pii.key_env, "")
+    if not value:
+        raise ConfigError(
+            f"pipeline {ctx.pipeline.name!r} pseudonymises {', '.join(pii.fields)} (silver.pii.fields) but the "
+            f"environment variable {pii.key_env} holding the HMAC key is not set; set it (keep it secret and "
+            "stable: a new key changes every pseudonym)")
+    return value.encode()
+
+
+class SilverBatchWriter:
+    """The ``foreachBatch`` function of the silver query."""
+
+    def __init__(self, ctx: RunContext, key: bytes | None) -> None:
+        self.ctx = ctx
+        self.key = key
+        self.query_name = f"{ctx.pipeline.name}.silver"
+        self._query_id: str | None = None
+        self._bound = threading.Event()
+
+    def bind(self, query_id: str) -> None:
+        """Called right after start(): the query id names this checkpoint's transactions."""
+        self._query_id = query_id
+        self._bound.set()
+
+    @property
+    def app_id(self) -> str:
+        if not self._bound.wait(timeout=120):
+            raise KappalakeError("silver batch started before its query id was known")
+        return f"kappalake:{self.ctx.pipeline.name}:silver:{self._query_id}"
+
+    def __call__(self, batch: DataFrame, batch_id: int) -> None:
+        pipeline = self.ctx.pipeline
+        app_id = self.app_id
+        batch = batch.persist()
+        try:
+            valid = batch.where(F.size("_errors") == 0)
+            rejected = batch.where(F.size("_errors") > 0)
+            rows = to_silver(valid, pipeline.events)
+            if self.key is not None:
+                rows = pseudonymise(rows, pipeline.silver.pii.fields, self.key)
+            silver_path = self.ctx.table_path("silver")
+            if pipeline.silver.mode == "upsert":
+                assert pipeline.silver.merge_key and pipeline.silver.sequence_column
+                merge_latest(latest_by_key(rows, pipeline.silver.merge_key, pipeline.silver.sequence_column),
+                             silver_path, pipeline.silver.merge_key, pipeline.silver.sequence_column, app_id,
+                             batch_id)
+            else:
+                append_idempotent(rows, silver_path, app_id, batch_id)
+            dead = to_dead_letter(rejected, pipeline.name, pipeline.version)
+            dead_count = dead.count()
+            dlq_path = self.ctx.table_path("dead_letter")
+            if dead_count or not table_exists(batch.sparkSession, dlq_path):
+                append_idempotent(dead, dlq_path, app_id, batch_id)
+            if dead_count and pipeline.dead_letter.kafka_topic:
+                publish_dead_letters(dead, self.ctx, pipeline.dead_letter.kafka_topic)
+            valid_count = batch.count() - dead_count
+            batch_metrics.add(self.query_name, valid_rows=valid_count, dead_letter_rows=dead_count)
+            if dead_count:
+                log.warning("%s batch %d: %d records dead-lettered", self.query_name, batch_id, dead_count)
+        finally:
+            batch.unpersist()
+
+
+def publish_dead_letters(dead: DataFrame, ctx: RunContext, topic: str) -> None:
+    """Also send rejected records to a Kafka topic (original key/value, reasons in headers; at-least-once)."""
+    headers = F.array(
+        F.struct(F.lit("kappalake.error").alias("key"), F.encode("error_message", "UTF-8").alias("value")),
+        F.struct(F.lit("kappalake.source").alias("key"), F.encode(F.concat_ws(
+            "/", "source_topic", F.col("source_partition").cast("string"), F.col("source_offset").cast("string")),
+            "UTF-8").alias("value")),
+    )
+    options = {k: v for k, v in ctx.kafka_options.items() if k.startswith("kafka.") and k != "kafka.isolation.level"}
+    (dead.select("key", "value", headers.alias("headers")).write.format("kafka")
+     .options(**options).option("kafka.bootstrap.servers", ctx.bootstrap_servers()).option("topic", topic).save())
+
+
+def silver_source(spark: SparkSession, ctx: RunContext) -> DataFrame:
+    """Records from Kafka (default) or streamed from the bronze table (``silver.source: bronze``)."""
+    if ctx.pipeline.silver.source == "bronze":
+        path = ctx.table_path("bronze")
+        ensure_bronze_table(spark, path)
+        return records_from_bronze(spark.readStream.format("delta").load(path))
+    return records_from_kafka(read_kafka_stream(spark, ctx))
+
+
+def start_silver(spark: SparkSession, ctx: RunContext, trigger: Trigger) -> StreamingQuery:
+    """Start the silver streaming query for ``ctx.pipeline``."""
+    key = pii_key(ctx)
+    pipeline = ctx.pipeline
+    parsed = parse_events(silver_source(spark, ctx), pipeline.events)
+    if pipeline.silver.mode == "append":
+        time_column = pipeline.events.time if pipeline.silver.dedupe_time == "event_time" else "kafka_timestamp"
+        parsed = dedupe_within_watermark(with_dedupe_columns(parsed, pipeline.events.id, time_column),
+                                         pipeline.silver.watermark)
+    writer = SilverBatchWriter(ctx, key)
+    query = (parsed.writeStream.foreachBatch(writer).queryName(writer.query_name)
+             .option("checkpointLocation", ctx.checkpoint_path("silver"))
+             .trigger(**trigger.as_kwargs()).start())
+    writer.bind(str(query.id))
+    return query

@@ -1,0 +1,111 @@
+"""Parse and validate JSON payloads against the configured schema; every problem becomes a row-level error.
+
+Each field is first read as raw JSON text, then cast to its declared type with ``try_cast``, so a
+wrong type is reported (not silently turned into null). The result carries every source column,
+one typed column per declared field, and ``_errors``: an array of (rule, field, message).
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql.types import StringType, StructField, StructType
+
+from kappalake.config.durations import parse_seconds
+from kappalake.config.models import EventsConfig, FieldSpec
+
+ERROR_TYPE = "struct<rule:string,field:string,message:string>"
+CORRUPT = "_corrupt_record"
+_NUMERIC = ("int", "long", "double", "float")
+
+
+def _error(rule: str, field: str | None, message: Column) -> Column:
+    return F.struct(F.lit(rule).alias("rule"), F.lit(field).cast("string").alias("field"),
+                    message.alias("message"))
+
+
+def _raw_schema(events: EventsConfig) -> StructType:
+    return StructType([StructField(name, StringType()) for name in events.schema_] +
+                      [StructField(CORRUPT, StringType())])
+
+
+def _is_numeric(spec: FieldSpec) -> bool:
+    return spec.type in _NUMERIC or spec.type.startswith("decimal")
+
+
+def _field_checks(name: str, spec: FieldSpec, raw: Column, typed: Column) -> list[Column]:
+    checks: list[Column] = []
+    if spec.required:
+        checks.append(F.when(raw.isNull(), _error("required", name, F.lit(f"missing required field {name!r}"))))
+    checks.append(F.when(raw.isNotNull() & typed.isNull(), _error(
+        "type", name, F.concat(F.lit(f"field {name!r}: expected {spec.type}, got "), F.substring(raw, 1, 100)))))
+    if spec.type in ("double", "float"):
+        checks.append(F.when(F.isnan(typed) | typed.isin(float("inf"), float("-inf")), _error(
+            "finite", name, F.concat(F.lit(f"field {name!r}: expected a finite number, got "), raw))))
+    if spec.min is not None:
+        checks.append(F.when(typed < F.lit(spec.min), _error(
+            "min", name, F.concat(F.lit(f"field {name!r}: "), raw, F.lit(f" is below the minimum {spec.min:g}")))))
+    if spec.max is not None:
+        checks.append(F.when(typed > F.lit(spec.max), _error(
+            "max", name, F.concat(F.lit(f"field {name!r}: "), raw, F.lit(f" is above the maximum {spec.max:g}")))))
+    if spec.allowed is not None:
+        allowed = [str(v) for v in spec.allowed]
+        checks.append(F.when(typed.isNotNull() & ~typed.cast("string").isin(allowed), _error(
+            "allowed", name, F.concat(F.lit(f"field {name!r}: "), raw,
+                                      F.lit(f" is not one of {', '.join(allowed)}")))))
+    return checks
+
+
+def parse_events(records: DataFrame, events: EventsConfig) -> DataFrame:
+    """Add typed payload fields and ``_errors`` to ``records`` (key, value, topic, partition, offset,
+    kafka_timestamp). A row with an empty ``_errors`` array is a valid event."""
+    text = F.col("value").cast("string")
+    parsed = F.from_json(text, _raw_schema(events), {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT})
+    df = records.withColumn("_raw", parsed)
+    typed: dict[str, Column] = {}
+    raw_cols: dict[str, Column] = {}
+    for name, spec in events.schema_.items():
+        raw = F.col("_raw").getField(name)
+        raw_cols[name] = raw
+        typed[name] = raw if spec.type == "string" else raw.try_cast(spec.type)
+    df = df.withColumns(typed)
+
+    size_ok = F.length(F.col("value")) <= events.max_bytes
+    utf8_ok = F.is_valid_utf8(text)
+    json_ok = F.col("_raw").isNotNull() & F.col("_raw").getField(CORRUPT).isNull()
+    envelope = [
+        F.when(F.col("value").isNull(), _error("empty", None, F.lit("record has no value (tombstone)"))),
+        F.when(F.col("value").isNotNull() & ~size_ok, _error("oversized", None, F.concat(
+            F.lit("payload of "), F.length(F.col("value")).cast("string"),
+            F.lit(f" bytes exceeds events.max_bytes ({events.max_bytes})"))),
+               ),
+        F.when(F.col("value").isNotNull() & size_ok & ~utf8_ok, _error("encoding", None,
+                                                                       F.lit("payload is not valid UTF-8"))),
+        F.when(F.col("value").isNotNull() & size_ok & utf8_ok & ~json_ok, _error(
+            "json", None, F.concat(F.lit("payload is not a JSON object: "), F.substring(text, 1, 120)))),
+    ]
+    field_checks = [check for name, spec in events.schema_.items()
+                    for check in _field_checks(name, spec, raw_cols[name], F.col(name))]
+    event_time, arrival = F.col(events.time), F.col("kafka_timestamp")
+    if events.max_future is not None:
+        seconds = parse_seconds(events.max_future)
+        field_checks.append(F.when(event_time > arrival + F.make_dt_interval(secs=F.lit(seconds)), _error(
+            "future", events.time, F.concat(F.lit(f"field {events.time!r}: "), event_time.cast("string"),
+                                            F.lit(f" is more than {events.max_future} after the Kafka timestamp"))),
+        ))
+    if events.max_age is not None:
+        seconds = parse_seconds(events.max_age)
+        field_checks.append(F.when(event_time < arrival - F.make_dt_interval(secs=F.lit(seconds)), _error(
+            "too_old", events.time, F.concat(F.lit(f"field {events.time!r}: "), event_time.cast("string"),
+                                             F.lit(f" is more than {events.max_age} before the Kafka timestamp"))),
+        ))
+    envelope_errors = F.filter(F.array(*envelope), lambda e: e.isNotNull())
+    payload_errors = F.filter(F.array(*field_checks), lambda e: e.isNotNull())
+    # Field checks only mean something once the envelope is sound.
+    errors = F.when(F.size(envelope_errors) > 0, envelope_errors).otherwise(payload_errors)
+    return df.withColumn("_errors", errors.cast(f"array<{ERROR_TYPE}>")).drop("_raw")
+
+
+def is_valid(df: DataFrame) -> Column:
+    """True for rows without errors."""
+    return F.size(F.col("_errors")) == 0
