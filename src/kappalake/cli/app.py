@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from kappalake import __version__
-from kappalake.cli import pending, produce, run, setup, stack, status
+from kappalake.cli import dlq, pending, produce, run, setup, stack, status
 from kappalake.cli.common import GlobalOptions, err_console
 from kappalake.config.loader import default_conf_dir, default_target
 from kappalake.errors import KappalakeError
@@ -46,6 +46,7 @@ app.add_typer(stack.app, name="stack")
 app.command("produce")(produce.command)
 app.command("run")(run.command)
 pending.register(app)
+app.add_typer(dlq.app, name="dlq")
 app.command("status")(status.command)
 
 

@@ -26,8 +26,3 @@ def register(app: typer.Typer) -> None:
     def query(ctx: typer.Context) -> None:
         """Print the current rows of a gold view from ClickHouse (lands with issue #4)."""
         _pending("query", "issue #4 (gold windows in ClickHouse)")
-
-    @app.command(context_settings=_PASS_THROUGH)
-    def dlq(ctx: typer.Context) -> None:
-        """List and replay dead-lettered records (lands with issue #3)."""
-        _pending("dlq", "issue #3 (silver and the dead-letter queue)")
