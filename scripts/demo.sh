@@ -11,8 +11,9 @@ kappalake stack up
 say "producing $EVENTS payment events (with late, duplicate and malformed ones)"
 kappalake produce payments --events "$EVENTS" --seed 1 --late-fraction 0.02 --duplicate-fraction 0.02 \
   --malformed-fraction 0.01
-say "running the payments pipeline (bronze: Kafka -> Delta) until caught up"
-kappalake run payments --layer bronze --available-now
+say "running the payments pipeline (bronze and silver, one Spark application) until caught up"
+kappalake run payments --layer bronze,silver --available-now
+kappalake dlq payments list --limit 5
 kappalake status payments
 say "done. The broker keeps running: 'source scripts/setup.sh' puts kappalake on PATH;"
-say "'kappalake stack down' stops it. Silver, gold, backfill and dlq land with later issues (see README)."
+say "'kappalake stack down' stops it. Gold, backfill and query land with later issues (see README)."

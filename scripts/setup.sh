@@ -54,6 +54,16 @@ fi
 export PATH="$VENV/bin:$PATH"
 export PYSPARK_PYTHON="$VENV/bin/python"
 
+# --- a local-only PII key (the payments pipeline pseudonymises card ids) -----------------------------
+# Never used outside this data dir; production jobs read KAPPALAKE_PII_KEY from their secret store.
+if [ -z "${KAPPALAKE_PII_KEY:-}" ]; then
+  mkdir -p "$KAPPALAKE_HOME"
+  [ -s "$KAPPALAKE_HOME/pii.key" ] || (umask 077; "$VENV/bin/python" -c 'import secrets; print(secrets.token_hex(32))' \
+    > "$KAPPALAKE_HOME/pii.key")
+  KAPPALAKE_PII_KEY="$(cat "$KAPPALAKE_HOME/pii.key")"
+  export KAPPALAKE_PII_KEY
+fi
+
 # --- JVM jars (Kafka broker, Spark Kafka connector, Delta) ---------------------------------------
 say "checking Java and the pinned JVM jars (first run downloads them from Maven Central)"
 kappalake setup

@@ -379,3 +379,75 @@ PINNED_LATE = {
     "payments": (34, datetime(2026, 11, 21, 15, 54, 38, 697360, tzinfo=timezone.utc)),
     "iot": (6, datetime(2026, 11, 21, 15, 54, 56, 960006, tzinfo=timezone.utc)),
 }
+
+
+# --------------------------------------------------------------------------- fast paths == reference forms
+# The generator's hot paths avoid strftime, uuid.UUID, json.dumps and the dataclass __init__;
+# each must give exactly what the straightforward form gives.
+
+def _reference_format_time(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def test_format_time_matches_strftime_form():
+    import random
+
+    rng = random.Random(99)
+    moments = [START + timedelta(microseconds=rng.randrange(10**6)) for _ in range(50)]
+    moments += [START + timedelta(milliseconds=i * 7) for i in range(500)]  # runs within and across seconds
+    for _ in range(300):  # fresh and late events interleaved, as the stream produces them
+        fresh = START + timedelta(seconds=rng.uniform(0, 30))
+        moments += [fresh, fresh - timedelta(seconds=rng.uniform(180, 600)), fresh + timedelta(microseconds=1)]
+    moments += [
+        datetime(999, 5, 6, 7, 8, 9, 10_000, tzinfo=timezone.utc),  # strftime does not zero-pad years < 1000
+        datetime(9999, 12, 31, 23, 59, 59, 999_999, tzinfo=timezone.utc),  # no "next second" to cache up to
+        datetime(2026, 3, 29, 1, 30, 0, 250_000, tzinfo=timezone(timedelta(hours=-3, minutes=-30))),
+        datetime(2026, 3, 29, 1, 30, 0, 250_000),  # naive: local time, as astimezone() reads it
+        START.replace(microsecond=999_999), START.replace(microsecond=999_999) + timedelta(microseconds=1),
+    ]
+    for moment in moments:
+        assert format_time(moment) == _reference_format_time(moment), moment
+
+
+def test_event_ids_match_uuid4_from_the_same_bits():
+    import random
+
+    stream = make_stream("iot", GeneratorOptions(seed=1))
+    stream.rng = random.Random(5)
+    twin = random.Random(5)
+    for _ in range(2000):
+        assert stream._event_id() == str(uuid.UUID(int=twin.getrandbits(128), version=4))
+
+
+def test_encoding_matches_json_dumps():
+    stream = make_stream("payments", GeneratorOptions(seed=1))
+    payloads = [
+        {"event_id": "x", "amount": 12.5, "n": 3, "big": 10**20, "neg": -0.0, "none": None, "flag": True,
+         "event_time": START + timedelta(microseconds=123_456)},
+        {"text": "€12 \"quoted\" \\ back\nslash \u2028 \x00 é", "nested": {"list": [1, 2.25, "a", False]}},
+        {"tiny": 1e-300, "huge": 1.7976931348623157e308, "round": round(0.1 + 0.2, 2), "inf": float("inf")},
+        {"when": datetime(2026, 1, 2, 3, 4, 5, 6_789, tzinfo=timezone(timedelta(hours=2)))},
+        {},
+    ]
+    for payload in payloads:
+        body = {k: (_reference_format_time(v) if isinstance(v, datetime) else v) for k, v in payload.items()}
+        assert stream._encode(payload) == json.dumps(body, separators=(",", ":")).encode()
+
+
+def test_encoding_rejects_values_json_cannot_hold():
+    stream = make_stream("payments", GeneratorOptions(seed=1))
+    with pytest.raises(TypeError, match="set"):
+        stream._encode({"a": {1, 2}})
+    with pytest.raises(TypeError, match="date"):
+        stream._encode({"a": START.date()})
+
+
+def test_records_are_ordinary_frozen_dataclasses():
+    import dataclasses
+
+    for record in take("payments", MIXED, 200):
+        rebuilt = GeneratedRecord(record.key, record.value, record.kind, record.event_id, record.event_time)
+        assert record == rebuilt and hash(record) == hash(rebuilt) and repr(record) == repr(rebuilt)
+        assert dataclasses.asdict(record) == dataclasses.asdict(rebuilt)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            record.kind = "valid"  # type: ignore[misc]

@@ -13,7 +13,7 @@ from kappalake.pipelines.runner import expand_layers, run_pipeline
 def command(
     ctx: typer.Context,
     pipeline: str = typer.Argument(..., help="Pipeline name (conf/pipelines/<name>.yml)."),
-    layer: str = typer.Option("all", "--layer", help="bronze, silver, gold, or all (in one process)."),
+    layer: str = typer.Option("all", "--layer", help="bronze, silver, gold, a comma-separated list (bronze,silver), or all; one Spark application."),
     available_now: bool = typer.Option(False, "--available-now",
                                        help="Process everything available now, then stop (batch-like run)."),
     trigger_interval: str = typer.Option("5 seconds", "--trigger", help="Micro-batch interval for live runs."),

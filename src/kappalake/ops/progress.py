@@ -26,6 +26,8 @@ class ProgressTracker:
     """Totals per query name across the batches observed so far."""
 
     totals: dict[str, QueryTotals] = field(default_factory=dict)
+    history: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    max_history: int = 1000
     _seen: dict[str, set[tuple[str, int]]] = field(default_factory=dict)
 
     def fold(self, progress: dict[str, Any]) -> None:
@@ -36,6 +38,9 @@ class ProgressTracker:
         if batch in seen:
             return
         seen.add(batch)
+        history = self.history.setdefault(name, [])
+        history.append(progress)
+        del history[:-self.max_history]
         totals = self.totals.setdefault(name, QueryTotals(name))
         totals.batches += 1
         totals.input_rows += int(progress.get("numInputRows") or 0)

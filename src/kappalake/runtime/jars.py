@@ -52,6 +52,7 @@ def broker_pom(artifacts: tuple[str, ...] = versions.KAFKA_BROKER_ARTIFACTS) -> 
 
 def explain_maven_failure(output: str) -> str:
     """Pick the line of Maven output that says what could not be resolved."""
+    output = re.sub(r"\x1b\[[0-9;]*m", "", output)
     for pattern in (r"Could not find artifact (\S+)", r"Could not transfer artifact (\S+)",
                     r"Failed to read artifact descriptor for (\S+)", r"Could not resolve dependencies for .*?: (.*)"):
         match = re.search(pattern, output)

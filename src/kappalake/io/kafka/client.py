@@ -6,7 +6,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-_JAAS_CREDENTIALS = re.compile(r'username\s*=\s*"([^"]*)"\s+password\s*=\s*"([^"]*)"')
+_JAAS_USERNAME = re.compile(r"""username\s*=\s*(["'])(.*?)\1""")
+_JAAS_PASSWORD = re.compile(r"""password\s*=\s*(["'])(.*?)\1""")
 _JAAS_MECHANISM = {
     "PlainLoginModule": "PLAIN",
     "ScramLoginModule": "SCRAM-SHA-512",
@@ -25,9 +26,9 @@ def librdkafka_config(bootstrap_servers: str, options: Mapping[str, str] | None 
             continue
         key = name.removeprefix("kafka.")
         if key == "sasl.jaas.config":
-            match = _JAAS_CREDENTIALS.search(value)
-            if match:
-                config["sasl.username"], config["sasl.password"] = match.groups()
+            username, password = _JAAS_USERNAME.search(value), _JAAS_PASSWORD.search(value)
+            if username and password:
+                config["sasl.username"], config["sasl.password"] = username.group(2), password.group(2)
             for module, mechanism in _JAAS_MECHANISM.items():
                 if module in value:
                     config.setdefault("sasl.mechanism", mechanism)

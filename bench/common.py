@@ -1,0 +1,60 @@
+"""Shared helpers for benchmarks: an isolated data dir with the project's jar cache, a broker, timings."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from confluent_kafka import Consumer, TopicPartition
+
+from kappalake.io.kafka.admin import end_offsets
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@contextmanager
+def bench_home() -> Iterator[Path]:
+    """A throw-away KAPPALAKE_HOME sharing the jar cache of ./.kappalake (or $KAPPALAKE_CACHE)."""
+    cache = os.environ.get("KAPPALAKE_CACHE") or str(REPO / ".kappalake" / "cache")
+    with tempfile.TemporaryDirectory(prefix="kappalake-bench-") as home:
+        os.environ.update(KAPPALAKE_HOME=home, KAPPALAKE_CACHE=cache, KAPPALAKE_CONF=str(REPO / "conf"))
+        os.environ.setdefault("KAPPALAKE_PII_KEY", "bench-key")
+        yield Path(home)
+
+
+def raw_consume_rate(bootstrap: str, topic: str) -> tuple[int, float]:
+    """Read the whole topic with confluent-kafka as fast as possible: (messages, messages/s)."""
+    ends = end_offsets(bootstrap, topic)
+    total = sum(high - low for low, high in ends.values())
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-raw-{time.time()}",
+                         "enable.auto.commit": False, "fetch.max.bytes": 52428800,
+                         "max.partition.fetch.bytes": 10485760, "queued.max.messages.kbytes": 1048576})
+    consumer.assign([TopicPartition(topic, p, low) for p, (low, _) in ends.items()])
+    seen = 0
+    started = time.perf_counter()
+    while seen < total:
+        for message in consumer.consume(100_000, timeout=1.0):
+            if message.error() is None:
+                seen += 1
+    elapsed = time.perf_counter() - started
+    consumer.close()
+    return seen, seen / elapsed
+
+
+def sustained_rate(progress: list[dict]) -> tuple[int, float]:
+    """Rows and rows/s over the batches of a run: first batch start to last batch end (JVM start excluded)."""
+    from datetime import datetime
+
+    batches = [p for p in progress if int(p.get("numInputRows") or 0) > 0]
+    if not batches:
+        return 0, 0.0
+    rows = sum(int(p["numInputRows"]) for p in batches)
+    start = min(datetime.fromisoformat(p["timestamp"].replace("Z", "+00:00")) for p in batches)
+    last = max(batches, key=lambda p: p["timestamp"])
+    end = datetime.fromisoformat(last["timestamp"].replace("Z", "+00:00")).timestamp() + \
+        last["durationMs"]["triggerExecution"] / 1000
+    return rows, rows / (end - start.timestamp())
