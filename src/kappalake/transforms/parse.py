@@ -2,7 +2,8 @@
 
 Each field is first read as raw JSON text, then cast to its declared type with ``try_cast``, so a
 wrong type is reported (not silently turned into null). The result carries every source column,
-one typed column per declared field, and ``_errors``: an array of (rule, field, message).
+one typed column per declared field (named by ``field_column``), and ``_errors``: an array of
+(rule, field, message).
 """
 
 from __future__ import annotations
@@ -13,10 +14,24 @@ from pyspark.sql.types import StringType, StructField, StructType
 
 from kappalake.config.durations import parse_seconds
 from kappalake.config.models import EventsConfig, FieldSpec
+from kappalake.transforms.records import RECORD_COLUMNS
 
 ERROR_TYPE = "struct<rule:string,field:string,message:string>"
 CORRUPT = "_corrupt_record"
 _NUMERIC = ("int", "long", "double", "float")
+_RESERVED = (*RECORD_COLUMNS, "_raw", "_errors")
+
+
+def field_column(name: str) -> str:
+    """The column holding payload field ``name`` in ``parse_events``' output: ``name`` itself, or
+    ``_field_<name>`` when a field is named like a record column (an IoT ``value`` must not replace
+    the Kafka bytes that the envelope checks and the dead-letter table read)."""
+    return f"_field_{name}" if name in _RESERVED else name
+
+
+def _number(value: float) -> str:
+    """``1000000.0`` -> ``1000000``, ``0.5`` -> ``0.5`` (``:g`` would print ``1e+06`` and round to 6 digits)."""
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
 def _error(rule: str, field: str | None, message: Column) -> Column:
@@ -43,14 +58,17 @@ def _field_checks(name: str, spec: FieldSpec, raw: Column, typed: Column) -> lis
         checks.append(F.when(F.isnan(typed) | typed.isin(float("inf"), float("-inf")), _error(
             "finite", name, F.concat(F.lit(f"field {name!r}: expected a finite number, got "), raw))))
     if spec.min is not None:
-        checks.append(F.when(typed < F.lit(spec.min), _error(
-            "min", name, F.concat(F.lit(f"field {name!r}: "), raw, F.lit(f" is below the minimum {spec.min:g}")))))
+        checks.append(F.when(typed < F.lit(spec.min), _error("min", name, F.concat(
+            F.lit(f"field {name!r}: "), raw, F.lit(f" is below the minimum {_number(spec.min)}")))))
     if spec.max is not None:
-        checks.append(F.when(typed > F.lit(spec.max), _error(
-            "max", name, F.concat(F.lit(f"field {name!r}: "), raw, F.lit(f" is above the maximum {spec.max:g}")))))
+        checks.append(F.when(typed > F.lit(spec.max), _error("max", name, F.concat(
+            F.lit(f"field {name!r}: "), raw, F.lit(f" is above the maximum {_number(spec.max)}")))))
     if spec.allowed is not None:
         allowed = [str(v) for v in spec.allowed]
-        checks.append(F.when(typed.isNotNull() & ~typed.cast("string").isin(allowed), _error(
+        # Numbers compare by value (a double 1.0 is the allowed 1), everything else by its text.
+        in_allowed = (typed.isin([F.lit(v).try_cast(spec.type) for v in allowed]) if _is_numeric(spec)
+                      else typed.cast("string").isin(allowed))
+        checks.append(F.when(typed.isNotNull() & ~in_allowed, _error(
             "allowed", name, F.concat(F.lit(f"field {name!r}: "), raw,
                                       F.lit(f" is not one of {', '.join(allowed)}")))))
     return checks
@@ -67,7 +85,11 @@ def parse_events(records: DataFrame, events: EventsConfig) -> DataFrame:
     for name, spec in events.schema_.items():
         raw = F.col("_raw").getField(name)
         raw_cols[name] = raw
-        typed[name] = raw if spec.type == "string" else raw.try_cast(spec.type)
+        if spec.type in ("double", "float"):
+            # A bare NaN/Infinity token (Python's json.dumps writes them) is re-serialised as "NaN" with quotes.
+            typed[field_column(name)] = F.btrim(raw, F.lit('"')).try_cast(spec.type)
+        else:
+            typed[field_column(name)] = raw if spec.type == "string" else raw.try_cast(spec.type)
     df = df.withColumns(typed)
 
     size_ok = F.length(F.col("value")) <= events.max_bytes
@@ -85,8 +107,8 @@ def parse_events(records: DataFrame, events: EventsConfig) -> DataFrame:
             "json", None, F.concat(F.lit("payload is not a JSON object: "), F.substring(text, 1, 120)))),
     ]
     field_checks = [check for name, spec in events.schema_.items()
-                    for check in _field_checks(name, spec, raw_cols[name], F.col(name))]
-    event_time, arrival = F.col(events.time), F.col("kafka_timestamp")
+                    for check in _field_checks(name, spec, raw_cols[name], F.col(field_column(name)))]
+    event_time, arrival = F.col(field_column(events.time)), F.col("kafka_timestamp")
     if events.max_future is not None:
         seconds = parse_seconds(events.max_future)
         field_checks.append(F.when(event_time > arrival + F.make_dt_interval(secs=F.lit(seconds)), _error(

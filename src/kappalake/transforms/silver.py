@@ -8,6 +8,7 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from kappalake.config.models import EventsConfig
+from kappalake.transforms.parse import field_column
 
 LINEAGE_COLUMNS = ("kafka_timestamp", "source_topic", "source_partition", "source_offset")
 
@@ -15,7 +16,7 @@ LINEAGE_COLUMNS = ("kafka_timestamp", "source_topic", "source_partition", "sourc
 def to_silver(valid: DataFrame, events: EventsConfig) -> DataFrame:
     """Declared fields (typed, in schema order) followed by lineage columns."""
     return valid.select(
-        *[F.col(name) for name in events.schema_],
+        *[F.col(field_column(name)).alias(name) for name in events.schema_],
         F.col("kafka_timestamp"),
         F.col("topic").alias("source_topic"),
         F.col("partition").alias("source_partition"),
@@ -26,6 +27,9 @@ def to_silver(valid: DataFrame, events: EventsConfig) -> DataFrame:
 def with_dedupe_columns(parsed: DataFrame, id_column: str, time_column: str) -> DataFrame:
     """Add ``_dedupe_id`` (the event id; a per-record id for rejected rows so they never collide)
     and ``_dedupe_time`` (``time_column``, or the Kafka timestamp where it is null)."""
+    # A payload field parse_events renamed (see field_column); any other name (kafka_timestamp) as it is.
+    id_column, time_column = (field_column(c) if field_column(c) in parsed.columns else c
+                              for c in (id_column, time_column))
     record_id = F.concat_ws(":", F.lit("rejected"), F.col("topic"), F.col("partition").cast("string"),
                             F.col("offset").cast("string"))
     valid = F.size(F.col("_errors")) == 0
