@@ -361,3 +361,20 @@ def test_is_valid_matches_empty_errors(payments) -> None:
     parsed, rows = payments
     valid = {r["offset"] for r in parsed.where(is_valid(parsed)).select("offset").collect()}
     assert valid == {r["offset"] for r in rows.values() if not r["_errors"]}
+
+
+def test_decimal_with_too_many_places_is_rejected_not_rounded(spark) -> None:
+    from kappalake.config import load_pipeline
+    from kappalake.transforms.parse import parse_events
+
+    events = load_pipeline("payments", Path("conf"), "local").events
+    good = {"event_id": "e1", "card_id": "c", "merchant_id": "m", "amount": 12.5, "currency": "EUR",
+            "country": "DE", "event_time": "2026-11-01T12:00:00.000Z"}
+    records = spark.createDataFrame(
+        [(None, json.dumps(good).encode(), "t", 0, 0, datetime(2026, 11, 1, 12, 0)),
+         (None, json.dumps({**good, "amount": 12.345}).encode(), "t", 0, 1, datetime(2026, 11, 1, 12, 0))],
+        "key binary, value binary, topic string, partition int, offset long, kafka_timestamp timestamp")
+    out = parse_events(records, events).orderBy("offset").collect()
+    assert out[0]["_errors"] == [] and str(out[0]["amount"]) == "12.50"
+    assert [e["rule"] for e in out[1]["_errors"]] == ["scale"]
+    assert "12.345 has more decimal places than decimal(12,2)" in out[1]["_errors"][0]["message"]

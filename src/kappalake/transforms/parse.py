@@ -54,6 +54,11 @@ def _field_checks(name: str, spec: FieldSpec, raw: Column, typed: Column) -> lis
         checks.append(F.when(raw.isNull(), _error("required", name, F.lit(f"missing required field {name!r}"))))
     checks.append(F.when(raw.isNotNull() & typed.isNull(), _error(
         "type", name, F.concat(F.lit(f"field {name!r}: expected {spec.type}, got "), F.substring(raw, 1, 100)))))
+    if spec.type.startswith("decimal"):  # never round money silently: 12.345 is not a decimal(12,2)
+        exact = raw.try_cast("decimal(38,18)")
+        checks.append(F.when(typed.isNotNull() & exact.isNotNull() & (exact != typed), _error(
+            "scale", name, F.concat(F.lit(f"field {name!r}: "), raw,
+                                    F.lit(f" has more decimal places than {spec.type} keeps")))))
     if spec.type in ("double", "float"):
         checks.append(F.when(F.isnan(typed) | typed.isin(float("inf"), float("-inf")), _error(
             "finite", name, F.concat(F.lit(f"field {name!r}: expected a finite number, got "), raw))))
