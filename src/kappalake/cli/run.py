@@ -30,3 +30,7 @@ def command(
         table.add_row(f"{pipeline}.{name}", str(totals.batches if totals else 0),
                       str(totals.input_rows if totals else 0), run_ctx.table_path(name))
     console.print(table)
+    for query, lost in result.lost_offsets.items():
+        if lost:
+            console.print(f"[bold red]{query}: {lost} offsets were no longer in Kafka and were skipped "
+                          "(failOnDataLoss=false); see the warning above for the ranges[/]")

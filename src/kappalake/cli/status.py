@@ -58,6 +58,8 @@ def command(ctx: typer.Context,
             layers.add_row(f"{name}.{layer}", span,
                            str(record.get("batches", "-")), str(record.get("input_rows", "-")),
                            str(stats.rows) if stats else "-")
+            if record.get("lost_offsets"):
+                errors.append(f"{name}.{layer} last run skipped {record['lost_offsets']} offsets no longer in Kafka")
             if record.get("error"):
                 errors.append(f"{name}.{layer} last run failed: {record['error']}")
     for component, value, key in (("Spark", versions.SPARK_VERSION, "spark"),

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from kappalake.errors import BrokerUnreachableError, KappalakeError, NotAvailableYet
 from kappalake.io.delta.stream import Trigger
 from kappalake.io.kafka.admin import end_offsets, wait_until_ready
+from kappalake.io.kafka.reader import kafka_source_options
+from kappalake.ops import batch_metrics
+from kappalake.ops.dataloss import DataLossMonitor, broker_log_starts
+from kappalake.ops.failures import explain_query_failure
 from kappalake.ops.progress import ProgressTracker, QueryTotals
 from kappalake.ops.runinfo import write_run_record
 from kappalake.runtime.context import RunContext
@@ -21,7 +25,6 @@ if TYPE_CHECKING:
 
 LAYERS = ("bronze", "silver", "gold")
 PENDING_LAYERS = {
-    "silver": "issue #3 (bronze and silver: parse, validate, dedupe, dead-letter queue)",
     "gold": "issue #4 (gold: event-time windows upserted into ClickHouse)",
 }
 
@@ -32,15 +35,20 @@ class RunResult:
     layers: tuple[str, ...]
     totals: dict[str, QueryTotals]
     seconds: float
+    progress: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    lost_offsets: dict[str, int] = field(default_factory=dict)  # per query: offsets skipped as no longer in Kafka
 
 
 def expand_layers(layer: str) -> tuple[str, ...]:
-    """``all`` -> every layer; otherwise the one named (validated)."""
+    """``all`` -> every layer; ``bronze,silver`` -> those, in pipeline order; unknown names rejected."""
     if layer == "all":
         return LAYERS
-    if layer not in LAYERS:
-        raise KappalakeError(f"unknown layer {layer!r}; expected one of {', '.join(LAYERS)} or all")
-    return (layer,)
+    names = [name.strip() for name in layer.split(",") if name.strip()]
+    unknown = [name for name in names if name not in LAYERS]
+    if unknown or not names:
+        raise KappalakeError(f"unknown layer {(unknown or [layer])[0]!r}; expected one of {', '.join(LAYERS)}, "
+                             "a comma-separated list of them, or all")
+    return tuple(name for name in LAYERS if name in names)
 
 
 def check_source(ctx: RunContext) -> None:
@@ -58,6 +66,10 @@ def check_source(ctx: RunContext) -> None:
 def _start_layer(spark: SparkSession, ctx: RunContext, layer: str, trigger: Trigger) -> StreamingQuery:
     if layer in PENDING_LAYERS:
         raise NotAvailableYet(f"the {layer} layer is not implemented yet; it lands with {PENDING_LAYERS[layer]}")
+    if layer == "silver":
+        from kappalake.pipelines.silver import start_silver
+
+        return start_silver(spark, ctx, trigger)
     from kappalake.pipelines.bronze import start_bronze
 
     return start_bronze(spark, ctx, trigger)
@@ -73,20 +85,23 @@ def run_pipeline(ctx: RunContext, layers: Sequence[str], trigger: Trigger,
     spark = spark or build_spark(ctx.target, app_name=f"kappalake-{ctx.pipeline.name}")
     versions = require_connectors(spark)
     tracker = ProgressTracker()
+    monitor = DataLossMonitor.for_source(ctx.bootstrap_servers(), kafka_source_options(ctx), ctx.kafka_options)
     started = time.monotonic()
     queries: list[StreamingQuery] = []
     try:
         for layer in layers:
+            batch_metrics.reset(f"{ctx.pipeline.name}.{layer}")
             write_run_record(ctx.runs_dir, layer, pipeline=ctx.pipeline.name,
                              versions=versions.as_dict(), started_at=time.time(), finished_at=None,
                              trigger="availableNow" if trigger.available_now else trigger.interval,
                              table=ctx.table_path(layer), checkpoint=ctx.checkpoint_path(layer), error=None)
             queries.append(_start_layer(spark, ctx, layer, trigger))
-        _await(spark, queries, tracker, timeout)
+        _await(spark, queries, tracker, timeout, monitor)
     except Exception as exc:
-        message = _failure_message(exc)
+        message = _failure_message(exc, ctx)
         for layer in layers:
-            write_run_record(ctx.runs_dir, layer, finished_at=time.time(), error=message)
+            write_run_record(ctx.runs_dir, layer, finished_at=time.time(), error=message,
+                             lost_offsets=monitor.lost_offsets(f"{ctx.pipeline.name}.{layer}"))
         if isinstance(exc, KappalakeError):
             raise
         raise KappalakeError(f"pipeline {ctx.pipeline.name!r} failed: {message}") from exc
@@ -95,34 +110,52 @@ def run_pipeline(ctx: RunContext, layers: Sequence[str], trigger: Trigger,
             if query.isActive:
                 query.stop()
         tracker.observe(queries)
+        monitor.observe(queries)
     totals = tracker.totals
     for layer in layers:
         layer_totals = totals.get(f"{ctx.pipeline.name}.{layer}")
         write_run_record(ctx.runs_dir, layer, finished_at=time.time(),
                          input_rows=layer_totals.input_rows if layer_totals else 0,
-                         batches=layer_totals.batches if layer_totals else 0)
-    return RunResult(ctx.pipeline.name, tuple(layers), totals, time.monotonic() - started)
+                         batches=layer_totals.batches if layer_totals else 0,
+                         lost_offsets=monitor.lost_offsets(f"{ctx.pipeline.name}.{layer}"),
+                         **batch_metrics.snapshot(f"{ctx.pipeline.name}.{layer}"))
+    lost = {f"{ctx.pipeline.name}.{layer}": monitor.lost_offsets(f"{ctx.pipeline.name}.{layer}") for layer in layers}
+    return RunResult(ctx.pipeline.name, tuple(layers), totals, time.monotonic() - started,
+                     progress=dict(tracker.history), lost_offsets=lost)
 
 
 def _await(spark: SparkSession, queries: list[StreamingQuery], tracker: ProgressTracker,
-           timeout: float | None) -> None:
+           timeout: float | None, monitor: DataLossMonitor | None = None) -> None:
     deadline = None if timeout is None else time.monotonic() + timeout
     while any(q.isActive for q in queries):
         tracker.observe(queries)
+        if monitor is not None:
+            monitor.observe(queries)
         for query in queries:
             if query.exception() is not None:
                 raise query.exception()  # type: ignore[misc]
         if deadline is not None and time.monotonic() > deadline:
             return
-        spark.streams.awaitAnyTermination(timeout=1)
+        # A query of an earlier run in this session that failed would make awaitAnyTermination raise its
+        # exception again: forget it first (failures of these queries are read from query.exception()).
         spark.streams.resetTerminated()
+        spark.streams.awaitAnyTermination(timeout=1)
     for query in queries:
         if query.exception() is not None:
             raise query.exception()  # type: ignore[misc]
 
 
-def _failure_message(exc: BaseException) -> str:
+def _failure_message(exc: BaseException, ctx: RunContext | None = None) -> str:
     text = str(exc)
+
+    def log_start(topic: str, partition: int) -> int | None:  # asked only when the text reports data loss
+        if ctx is None:
+            return None
+        return broker_log_starts(ctx.bootstrap_servers(), ctx.kafka_options)(topic).get(partition)
+
+    explained = explain_query_failure(text, log_start)
+    if explained is not None:
+        return explained
     for line in text.splitlines():
         line = line.strip()
         if line and not line.startswith(("at ", "===", "JVM stacktrace")):
