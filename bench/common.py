@@ -45,11 +45,14 @@ def raw_consume_rate(bootstrap: str, topic: str) -> tuple[int, float]:
     return seen, seen / elapsed
 
 
-def sustained_rate(progress: list[dict]) -> tuple[int, float]:
-    """Rows and rows/s over the batches of a run: first batch start to last batch end (JVM start excluded)."""
+def sustained_rate(progress: list[dict], skip_first: bool = False) -> tuple[int, float]:
+    """Rows and rows/s over the batches of a run: first batch start to last batch end (JVM start excluded).
+    With ``skip_first`` the first batch (cold JIT, first Delta commit) is left out: the steady state."""
     from datetime import datetime
 
     batches = [p for p in progress if int(p.get("numInputRows") or 0) > 0]
+    if skip_first and len(batches) > 1:
+        batches = batches[1:]
     if not batches:
         return 0, 0.0
     rows = sum(int(p["numInputRows"]) for p in batches)

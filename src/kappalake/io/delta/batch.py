@@ -34,8 +34,9 @@ def append_idempotent(df: DataFrame, path: str, app_id: str, version: int,
     writer.save(path)
 
 
-def create_if_missing(df: DataFrame, path: str, partition_by: Sequence[str] = ()) -> None:
-    """Create an empty Delta table with ``df``'s schema at ``path`` if none exists."""
+def create_if_missing(df: DataFrame, path: str, partition_by: Sequence[str] = (),
+                      properties: dict[str, str] | None = None) -> None:
+    """Create an empty Delta table with ``df``'s schema (and table ``properties``) at ``path`` if none exists."""
     from delta.tables import DeltaTable
 
     spark = df.sparkSession
@@ -44,6 +45,8 @@ def create_if_missing(df: DataFrame, path: str, partition_by: Sequence[str] = ()
     builder = DeltaTable.createIfNotExists(spark).location(path).addColumns(df.schema)
     if partition_by:
         builder = builder.partitionedBy(*partition_by)
+    for name, value in (properties or {}).items():
+        builder = builder.property(name, value)
     builder.execute()
 
 
