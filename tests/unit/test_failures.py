@@ -62,9 +62,17 @@ def test_could_not_read_names_the_lost_range_from_the_log_start() -> None:
     assert "STREAM_FAILED" not in message and "spark-kafka-source" not in message and "\n" not in message
 
 
-def test_lost_range_ends_with_the_batch_when_the_log_starts_beyond_it() -> None:
+def test_lost_range_runs_to_the_log_start_even_beyond_the_failed_range() -> None:
+    # The failed range may be one task's split of the batch (minPartitions): the loss is everything
+    # between the committed position and the partition's current log start.
     message = explain_query_failure(SPARK_40_COULD_NOT_READ, _log_start(150)[0])
-    assert message is not None and "partition 0: offsets 20-99 are no longer in Kafka" in message
+    assert message is not None and "partition 0: offsets 20-149 are no longer in Kafka" in message
+
+
+def test_lost_range_starts_at_the_committed_offset_when_a_later_split_failed() -> None:
+    split = SPARK_40_COULD_NOT_READ.replace("offset [20, 100)", "offset [46, 73)")
+    message = explain_query_failure(split, _log_start(70)[0])
+    assert message is not None and "partition 0: offsets 20-69 are no longer in Kafka" in message
 
 
 @pytest.mark.parametrize("log_start", [None, 20, "boom"])

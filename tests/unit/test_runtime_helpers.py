@@ -386,11 +386,13 @@ def test_session_conf_local(layout):
     assert conf["spark.ui.showConsoleProgress"] == "false"
     assert conf["spark.sql.warehouse.dir"] == str(layout.home / "spark-warehouse")
     assert conf["spark.driver.memory"] == "2g"
+    assert conf["spark.databricks.delta.snapshotPartitions"] == "6"  # few partitions: cheap Delta commits
     java_options = conf["spark.driver.extraJavaOptions"]
     assert java_options.startswith("-Dlog4j2.configurationFile=file:")
     log4j = Path(java_options.removeprefix("-Dlog4j2.configurationFile=file:"))
     assert log4j.name == "log4j2.properties" and log4j.is_file()
-    assert set(conf) == set(COMMON) | set(LOCAL_ONLY) | {"spark.sql.shuffle.partitions", "spark.driver.memory"}
+    assert set(conf) == set(COMMON) | set(LOCAL_ONLY) | {"spark.sql.shuffle.partitions", "spark.driver.memory",
+                                                             "spark.databricks.delta.snapshotPartitions"}
 
 
 def test_session_conf_databricks(layout):

@@ -33,6 +33,8 @@ _START_RESET = re.compile(
 _ADDED_PARTITION = re.compile(r"Added partition " + _TP + r" starts from (?P<start>\d+) instead of 0")
 _DELETED = re.compile(r"Partitions (?P<parts>Set\([^)]*\)|\S+) have been deleted")
 _INITIAL_NOT_FOUND = re.compile(r"Cannot find initial offsets for partitions (?P<parts>Set\([^)]*\)|\S+)")
+_COMMITTED = re.compile(r"Current Committed Offsets:(?P<body>[^\n]*)")
+_TOPIC_OFFSETS = re.compile(r'"(?P<topic>[^"]+)":\{(?P<parts>[^{}]*)\}')
 _GENERIC = re.compile(r"Some data may have been lost because they are not available in Kafka any more")
 
 _NEXT_STEP = ("; the query stopped instead of skipping them. Re-publish them if they matter, or set the source "
@@ -65,9 +67,14 @@ def explain_query_failure(text: str, log_start: LogStartLookup | None = None) ->
         tp = TopicPartition.parse(match["tp"])
         start = int(match["start"])
         end = int(match["end"]) if "end" in match.groupdict() else None
+        committed = _committed_offset(text, tp)
+        if committed is not None and committed < start:
+            # The batch's range may be split across tasks (minPartitions); the first failing task's range
+            # can start after the committed position, where the loss really begins.
+            start, end = committed, None
         low = _lookup(log_start, tp)
         if low is not None and low > start:
-            last = (min(low, end) if end is not None else low) - 1
+            last = low - 1  # everything below the log start is gone, whatever range this task covered
             return (f"{tp}: offsets {start}-{last} are no longer in Kafka (retention or DeleteRecords) and were "
                     f"never read; the partition's log now starts at offset {low}" + _NEXT_STEP)
         upto = f" (the batch covered offsets up to {end - 1})" if end is not None else ""
@@ -99,6 +106,18 @@ def explain_query_failure(text: str, log_start: LogStartLookup | None = None) ->
         reason = re.search(r"Reason:\s*(.+?)(?:\s+SQLSTATE|\n\S|$)", text, re.DOTALL)
         detail = " ".join(reason.group(1).split()) if reason else "no detail given"
         return f"Kafka records are no longer available (retention or DeleteRecords): {detail[:300]}" + _NEXT_STEP
+    return None
+
+
+def _committed_offset(text: str, tp: TopicPartition) -> int | None:
+    """The query's committed offset of ``tp`` from the "Current Committed Offsets" part of a failure."""
+    section = _COMMITTED.search(text)
+    if not section:
+        return None
+    for match in _TOPIC_OFFSETS.finditer(section["body"]):
+        if match["topic"] == tp.topic:
+            offsets = re.search(rf'"{tp.partition}":(\d+)', match["parts"])
+            return int(offsets.group(1)) if offsets else None
     return None
 
 
