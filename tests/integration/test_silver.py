@@ -194,3 +194,25 @@ def test_pii_fields_without_key_refuse_to_start(spark, make_context, topic_name,
     with pytest.raises(ConfigError, match="KAPPALAKE_PII_KEY"):
         run_pipeline(ctx, ["silver"], NOW, spark=spark)
     assert not os.path.exists(ctx.table_path("silver"))
+
+
+def test_dead_letters_also_go_to_a_kafka_topic(spark, make_context, topic_name, bootstrap) -> None:
+    base = make_context("payments", topic_name)
+    dlq_topic = f"{topic_name}.dlq"
+    dead_letter = base.pipeline.dead_letter.model_copy(update={"kafka_topic": dlq_topic})
+    ctx = RunContext(base.pipeline.model_copy(update={"dead_letter": dead_letter}), base.target, base.layout)
+    summary = produce(ctx, events=800, options=GeneratorOptions(seed=4, malformed_fraction=0.1), start_time=START)
+    run_pipeline(ctx, ["silver"], NOW, spark=spark)
+
+    dead = {(d["source_partition"], d["source_offset"]): d for d in rows(ctx.table_path("dead_letter"))}
+    published = consume_all(bootstrap, dlq_topic)
+    assert len(published) == len(dead) == summary.by_kind["malformed"]
+    assert sorted(v for *_, v in published) == sorted(d["value"] for d in dead.values())
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "dlq-headers", "auto.offset.reset": "earliest"})
+    consumer.assign([TopicPartition(dlq_topic, p, 0) for p in range(3)])
+    message = next(m for m in iter(lambda: consumer.poll(10), None) if m is not None and not m.error())
+    headers = dict(message.headers())
+    consumer.close()
+    assert headers["kappalake.error"] and headers["kappalake.source"].decode().startswith(f"{topic_name}/")

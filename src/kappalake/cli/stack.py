@@ -21,6 +21,8 @@ def up(ctx: typer.Context,
     options = global_options(ctx)
     project = load_project(options.conf_dir, options.target)
     topics = [TopicSpec(t, p.source.partitions) for p in project.pipelines.values() for t in p.source.topics]
+    topics += [TopicSpec(p.dead_letter.kafka_topic, p.source.partitions) for p in project.pipelines.values()
+               if p.dead_letter.kafka_topic]
     stack = LocalStack()
     before = stack.status().state
     status = stack.up(topics, timeout=timeout)

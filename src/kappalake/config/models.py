@@ -100,7 +100,7 @@ _SPARK_KAFKA_OPTIONS = {
     "kafkaConsumer.pollTimeoutMs",
 }
 _FORBIDDEN_KAFKA_OPTIONS = {
-    "subscribe", "subscribePattern", "assign",  # declared by source.subscribe / subscribe_pattern / assign
+    "subscribe", "subscribePattern", "assign",  # declared by source.subscribe / subscribePattern / assign
     "kafka.bootstrap.servers",  # comes from the target
 }
 
@@ -110,7 +110,7 @@ def _check_kafka_options(options: dict[str, Any]) -> dict[str, str]:
     for name, value in options.items():
         if name in _FORBIDDEN_KAFKA_OPTIONS:
             raise ValueError(f"option {name!r} is not set here (topics come from source.subscribe/"
-                             "subscribe_pattern/assign, brokers from the target's kafka.bootstrap_servers)")
+                             "subscribePattern/assign, brokers from the target's kafka.bootstrap_servers)")
         if name not in _SPARK_KAFKA_OPTIONS and not name.startswith("kafka."):
             raise ValueError(
                 f"unknown Kafka source option {name!r}; expected one of Spark's Kafka source options "
@@ -127,7 +127,7 @@ class SourceConfig(StrictModel):
     """Which Kafka topics a pipeline reads, with Spark's Kafka source options."""
 
     subscribe: list[str] | None = None
-    subscribe_pattern: str | None = None
+    subscribe_pattern: str | None = Field(default=None, alias="subscribePattern")
     assign: dict[str, list[int]] | None = None
     partitions: int = Field(default=3, ge=1, description="Partitions when kappalake creates the topic.")
     options: KafkaOptions = Field(default_factory=dict)
@@ -141,9 +141,10 @@ class SourceConfig(StrictModel):
 
     @model_validator(mode="after")
     def _exactly_one_subscription(self) -> SourceConfig:
-        chosen = [n for n in ("subscribe", "subscribe_pattern", "assign") if getattr(self, n)]
+        chosen = [{"subscribe_pattern": "subscribePattern"}.get(n, n)
+                  for n in ("subscribe", "subscribe_pattern", "assign") if getattr(self, n)]
         if len(chosen) != 1:
-            raise ValueError("set exactly one of subscribe, subscribe_pattern, assign"
+            raise ValueError("set exactly one of subscribe, subscribePattern, assign"
                              + (f" (got {', '.join(chosen)})" if chosen else ""))
         return self
 

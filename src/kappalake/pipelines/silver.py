@@ -19,6 +19,7 @@ from pyspark.sql import functions as F
 from kappalake.errors import ConfigError, KappalakeError
 from kappalake.io.delta.batch import append_idempotent, merge_latest, table_exists
 from kappalake.io.delta.stream import Trigger
+from kappalake.io.kafka.admin import TopicSpec, ensure_topics
 from kappalake.io.kafka.reader import read_kafka_stream
 from kappalake.ops import batch_metrics
 from kappalake.pipelines.bronze import ensure_bronze_table
@@ -135,6 +136,9 @@ def start_silver(spark: SparkSession, ctx: RunContext, trigger: Trigger) -> Stre
         time_column = pipeline.events.time if pipeline.silver.dedupe_time == "event_time" else "kafka_timestamp"
         parsed = dedupe_within_watermark(with_dedupe_columns(parsed, pipeline.events.id, time_column),
                                          pipeline.silver.watermark)
+    if pipeline.dead_letter.kafka_topic:
+        ensure_topics(ctx.bootstrap_servers(), [TopicSpec(pipeline.dead_letter.kafka_topic, pipeline.source.partitions)],
+                      ctx.kafka_options)
     writer = SilverBatchWriter(ctx, key)
     query = (parsed.writeStream.foreachBatch(writer).queryName(writer.query_name)
              .option("checkpointLocation", ctx.checkpoint_path("silver"))

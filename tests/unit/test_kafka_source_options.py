@@ -1,0 +1,58 @@
+"""Spark Kafka source options built from config: Spark's own names, target security, local splitting."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from kappalake.config.loader import load_pipeline
+from kappalake.config.models import KafkaTargetConfig, SourceConfig, SparkConfig, TargetConfig
+from kappalake.io.kafka.reader import kafka_source_options
+from kappalake.runtime.context import RunContext
+from kappalake.runtime.paths import HomeLayout
+
+CONF = Path(__file__).resolve().parents[2] / "conf"
+
+
+def _ctx(source: SourceConfig, master: str | None = None, **kafka_options: str) -> RunContext:
+    target = TargetConfig.model_validate({
+        "name": "k8s", "kafka": KafkaTargetConfig(bootstrap_servers="broker:9092", options=kafka_options),
+        "storage": {"root": "s3a://bucket/lake"}, "clickhouse": {"dsn": "https://ch:8443"},
+        "spark": SparkConfig(master=master)})
+    pipeline = load_pipeline("payments", CONF, "local").model_copy(update={"source": source})
+    return RunContext(pipeline, target, HomeLayout(Path("/tmp/h"), Path("/tmp/c")))
+
+
+def test_subscribe_and_defaults() -> None:
+    options = kafka_source_options(_ctx(SourceConfig(subscribe=["a", "b"])))
+    assert options["subscribe"] == "a,b" and options["kafka.bootstrap.servers"] == "broker:9092"
+    assert options["failOnDataLoss"] == "true" and options["startingOffsets"] == "earliest"
+    assert "minPartitions" not in options  # clusters keep Spark's one task per Kafka partition
+
+
+def test_subscribe_pattern_uses_sparks_name() -> None:
+    source = SourceConfig.model_validate({"subscribePattern": "pay.*", "options": {"maxOffsetsPerTrigger": 10}})
+    options = kafka_source_options(_ctx(source))
+    assert options["subscribePattern"] == "pay.*" and options["maxOffsetsPerTrigger"] == "10"
+    assert "subscribe" not in options
+
+
+def test_assign_is_json() -> None:
+    options = kafka_source_options(_ctx(SourceConfig(assign={"payments": [0, 2]})))
+    assert json.loads(options["assign"]) == {"payments": [0, 2]}
+
+
+def test_target_security_options_and_pipeline_overrides() -> None:
+    source = SourceConfig(subscribe=["a"], options={"failOnDataLoss": False, "kafka.isolation.level": "read_committed"})
+    options = kafka_source_options(_ctx(source, **{"kafka.security.protocol": "SASL_SSL"}))
+    assert options["kafka.security.protocol"] == "SASL_SSL"
+    assert options["failOnDataLoss"] == "false" and options["kafka.isolation.level"] == "read_committed"
+
+
+def test_local_runs_split_offset_ranges_across_cores_unless_configured() -> None:
+    local = kafka_source_options(_ctx(SourceConfig(subscribe=["a"]), master="local[*]"))
+    assert local["minPartitions"] == str(2 * (os.cpu_count() or 2))
+    explicit = kafka_source_options(_ctx(SourceConfig(subscribe=["a"], options={"minPartitions": 1}),
+                                         master="local[*]"))
+    assert explicit["minPartitions"] == "1"
