@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from kappalake.config.loader import load_pipeline
@@ -50,9 +49,10 @@ def test_target_security_options_and_pipeline_overrides() -> None:
     assert options["failOnDataLoss"] == "false" and options["kafka.isolation.level"] == "read_committed"
 
 
-def test_local_runs_split_offset_ranges_across_cores_unless_configured() -> None:
-    local = kafka_source_options(_ctx(SourceConfig(subscribe=["a"]), master="local[*]"))
-    assert local["minPartitions"] == str(2 * (os.cpu_count() or 2))
-    explicit = kafka_source_options(_ctx(SourceConfig(subscribe=["a"], options={"minPartitions": 1}),
+def test_local_runs_do_not_split_ranges_unless_configured() -> None:
+    # Splitting (minPartitions) raced in Spark 4.0's consumer pool (ConcurrentModificationException)
+    # on the failOnDataLoss=false path here, so it stays opt-in.
+    assert "minPartitions" not in kafka_source_options(_ctx(SourceConfig(subscribe=["a"]), master="local[*]"))
+    explicit = kafka_source_options(_ctx(SourceConfig(subscribe=["a"], options={"minPartitions": 4}),
                                          master="local[*]"))
-    assert explicit["minPartitions"] == "1"
+    assert explicit["minPartitions"] == "4"

@@ -172,10 +172,12 @@ class LocalStack:
     def _format_storage(self, java: Path, classpath: str, properties: Path) -> None:
         if (self.data_dir / "meta.properties").exists():
             return
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = "-"
+        while cluster_id.startswith("-"):  # as Kafka's own Uuid.randomUuid: never start with '-'
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         result = subprocess.run(
             [str(java), "-Xmx256m", "-cp", classpath, "kafka.tools.StorageTool", "format",
-             "-t", cluster_id, "-c", str(properties)],
+             f"--cluster-id={cluster_id}", "-c", str(properties)],
             capture_output=True, text=True, timeout=120,
         )
         if result.returncode != 0:
