@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_cli_stack_produce_run_status(tmp_path: Path, test_home: HomeLayout) -> None:
-    env = {**os.environ, "KAPPALAKE_HOME": str(tmp_path / "home"), "KAPPALAKE_CACHE": str(test_home.cache),
+    env = {**os.environ, "KAPPALAKE_PII_KEY": "e2e-key", "KAPPALAKE_HOME": str(tmp_path / "home"), "KAPPALAKE_CACHE": str(test_home.cache),
            "KAPPALAKE_CONF": str(REPO / "conf"), "COLUMNS": "200"}
 
     def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -35,8 +35,8 @@ def test_cli_stack_produce_run_status(tmp_path: Path, test_home: HomeLayout) -> 
                        "--duplicate-fraction", "0.1")
         assert "2000" in produced.stdout
 
-        ran = cli("run", "payments", "--layer", "bronze", "--available-now")
-        assert "payments.bronze" in ran.stdout and "2000" in ran.stdout
+        ran = cli("run", "payments", "--layer", "bronze,silver", "--available-now")
+        assert "payments.bronze" in ran.stdout and "payments.silver" in ran.stdout and "2000" in ran.stdout
         table = DeltaTable(str(tmp_path / "home" / "lake" / "payments" / "bronze"))
         assert table.to_pyarrow_table().num_rows == 2000
 
@@ -44,6 +44,10 @@ def test_cli_stack_produce_run_status(tmp_path: Path, test_home: HomeLayout) -> 
         assert "running" in status.stdout
         assert "4.0.0" in status.stdout and "3.9.0" in status.stdout  # Spark/Delta and kafka-clients as loaded
         assert "2000" in status.stdout
+        dead = DeltaTable(str(tmp_path / "home" / "lake" / "payments" / "dead_letter")).to_pyarrow_table().num_rows
+        assert dead > 0 and f"{dead} records in the dead-letter table" in status.stdout
+        listed = cli("dlq", "list", "payments", "--limit", "3")
+        assert "3 shown" in listed.stdout
     finally:
         cli("stack", "down", check=False)
     stopped = cli("stack", "status", check=False)

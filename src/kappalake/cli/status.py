@@ -72,5 +72,10 @@ def command(ctx: typer.Context,
                        (stack.broker.version if stack.broker else "-"))
     console.print(pinned)
     console.print(layers)
+    for name in names:
+        dead = delta_table_stats(RunContext(project.pipelines[name], project.target, layout).table_path("dead_letter"))
+        if dead is not None:
+            console.print(f"{name}: {dead.rows} records in the dead-letter table "
+                          f"('kappalake dlq {name} list' shows them)")
     for line in errors:
         console.print(f"[red]{line}[/]")
