@@ -46,8 +46,10 @@ def test_cli_stack_produce_run_status(tmp_path: Path, test_home: HomeLayout) -> 
         assert "2000" in status.stdout
         dead = DeltaTable(str(tmp_path / "home" / "lake" / "payments" / "dead_letter")).to_pyarrow_table().num_rows
         assert dead > 0 and f"{dead} records in the dead-letter table" in status.stdout
-        listed = cli("dlq", "list", "payments", "--limit", "3")
+        listed = cli("dlq", "payments", "list", "--limit", "3")
         assert "3 shown" in listed.stdout
+        dry = cli("dlq", "payments", "replay", "--dry-run")
+        assert f"{dead} dead letters would be replayed" in dry.stdout
     finally:
         cli("stack", "down", check=False)
     stopped = cli("stack", "status", check=False)

@@ -64,7 +64,7 @@ def test_invalid_config_is_reported_without_traceback() -> None:
 
 
 def test_dlq_without_table_says_run_first(tmp_path: Path) -> None:
-    result = kappalake("dlq", "list", "payments", env={"KAPPALAKE_HOME": str(tmp_path)})
+    result = kappalake("dlq", "payments", "list", env={"KAPPALAKE_HOME": str(tmp_path)})
     assert result.returncode == 1 and "dead-letter table does not exist yet" in result.stderr
 
 

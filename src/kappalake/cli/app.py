@@ -46,7 +46,7 @@ app.add_typer(stack.app, name="stack")
 app.command("produce")(produce.command)
 app.command("run")(run.command)
 pending.register(app)
-app.add_typer(dlq.app, name="dlq")
+app.command("dlq")(dlq.command)
 app.command("status")(status.command)
 
 

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from enum import Enum
+
 import typer
 from rich.table import Table
 
 from kappalake.cli.common import console, global_options
 from kappalake.pipelines.dead_letters import list_dead_letters, replay_dead_letters
 
-app = typer.Typer(help="Inspect and replay a pipeline's dead-letter queue.", no_args_is_help=True)
+
+class Action(str, Enum):
+    list = "list"
+    replay = "replay"
 
 
 def _preview(value: bytes | None, width: int = 60) -> str:
@@ -18,17 +23,27 @@ def _preview(value: bytes | None, width: int = 60) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-@app.command("list")
-def list_command(
+def command(
     ctx: typer.Context,
     pipeline: str = typer.Argument(..., help="Pipeline name."),
+    action: Action = typer.Argument(..., help="list: show dead letters; replay: re-publish them to their source "
+                                                "topic after a fix and mark them replayed."),
     where: str | None = typer.Option(None, help="SQL filter, e.g. \"error_class = 'type'\"."),
-    pending: bool = typer.Option(False, "--pending", help="Only records not replayed yet."),
-    limit: int = typer.Option(50, min=1, help="Rows to show (newest first)."),
+    pending: bool = typer.Option(False, "--pending", help="list: only records not replayed yet."),
+    limit: int = typer.Option(50, min=1, help="list: rows to show (newest first)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="replay: only count what would be replayed."),
 ) -> None:
-    """Show dead-lettered records with their reasons."""
-    rows = list_dead_letters(global_options(ctx).context(pipeline), where, include_replayed=not pending,
-                             limit=limit).to_pylist()
+    """Inspect (list) or re-publish (replay) a pipeline's dead-lettered records."""
+    run_ctx = global_options(ctx).context(pipeline)
+    if action is Action.replay:
+        summary = replay_dead_letters(run_ctx, where, dry_run)
+        if dry_run:
+            console.print(f"{summary.selected} dead letters would be replayed")
+        else:
+            console.print(f"selected {summary.selected}, re-published {summary.published}, marked replayed "
+                          f"{summary.marked}")
+        return
+    rows = list_dead_letters(run_ctx, where, include_replayed=not pending, limit=limit).to_pylist()
     table = Table(title=f"{pipeline} dead letters ({len(rows)} shown)")
     for column in ("source", "error", "message", "failed at", "replayed", "payload"):
         table.add_column(column, overflow="fold")
@@ -37,19 +52,3 @@ def list_command(
                       row["error_message"], str(row["failed_at"])[:19], str(row["replayed_at"] or "")[:19],
                       _preview(row["value"]))
     console.print(table)
-
-
-@app.command()
-def replay(
-    ctx: typer.Context,
-    pipeline: str = typer.Argument(..., help="Pipeline name."),
-    where: str | None = typer.Option(None, help="SQL filter selecting the records to replay."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Only count what would be replayed."),
-) -> None:
-    """Re-publish selected (not yet replayed) dead letters to their source topic and mark them replayed."""
-    summary = replay_dead_letters(global_options(ctx).context(pipeline), where, dry_run)
-    if dry_run:
-        console.print(f"{summary.selected} dead letters would be replayed")
-    else:
-        console.print(f"selected {summary.selected}, re-published {summary.published}, marked replayed "
-                      f"{summary.marked}")
