@@ -63,9 +63,14 @@ def check_source(ctx: RunContext) -> None:
                                  "the configured topics locally) or fix source.subscribe") from None
 
 
+def refuse_pending(layers: Sequence[str]) -> None:
+    """Raise NotAvailableYet for the first layer whose implementation has not landed."""
+    for layer in layers:
+        if layer in PENDING_LAYERS:
+            raise NotAvailableYet(f"the {layer} layer is not implemented yet; it lands with {PENDING_LAYERS[layer]}")
+
+
 def _start_layer(spark: SparkSession, ctx: RunContext, layer: str, trigger: Trigger) -> StreamingQuery:
-    if layer in PENDING_LAYERS:
-        raise NotAvailableYet(f"the {layer} layer is not implemented yet; it lands with {PENDING_LAYERS[layer]}")
     if layer == "silver":
         from kappalake.pipelines.silver import start_silver
 
@@ -78,9 +83,7 @@ def _start_layer(spark: SparkSession, ctx: RunContext, layer: str, trigger: Trig
 def run_pipeline(ctx: RunContext, layers: Sequence[str], trigger: Trigger,
                  spark: SparkSession | None = None, timeout: float | None = None) -> RunResult:
     """Start ``layers`` and wait: until drained with ``available_now``, else until a query stops or fails."""
-    for layer in layers:
-        if layer in PENDING_LAYERS:
-            _start_layer(None, ctx, layer, trigger)  # type: ignore[arg-type]  # raises NotAvailableYet
+    refuse_pending(layers)
     check_source(ctx)
     spark = spark or build_spark(ctx.target, app_name=f"kappalake-{ctx.pipeline.name}")
     versions = require_connectors(spark)

@@ -77,6 +77,9 @@ class SilverBatchWriter:
         app_id = self.app_id
         batch = batch.persist()
         try:
+            counts = batch.agg(F.count_if(F.size("_errors") == 0).alias("valid"),
+                               F.count_if(F.size("_errors") > 0).alias("rejected")).first()
+            valid_count, dead_count = int(counts["valid"]), int(counts["rejected"])  # one pass over the batch
             valid = batch.where(F.size("_errors") == 0)
             rejected = batch.where(F.size("_errors") > 0)
             rows = to_silver(valid, pipeline.events)
@@ -91,13 +94,11 @@ class SilverBatchWriter:
             else:
                 append_idempotent(rows, silver_path, app_id, batch_id)
             dead = to_dead_letter(rejected, pipeline.name, pipeline.version)
-            dead_count = dead.count()
             dlq_path = self.ctx.table_path("dead_letter")
             if dead_count or not table_exists(batch.sparkSession, dlq_path):
                 append_idempotent(dead, dlq_path, app_id, batch_id)
             if dead_count and pipeline.dead_letter.kafka_topic:
                 publish_dead_letters(dead, self.ctx, pipeline.dead_letter.kafka_topic)
-            valid_count = batch.count() - dead_count
             batch_metrics.add(self.query_name, valid_rows=valid_count, dead_letter_rows=dead_count)
             if dead_count:
                 log.warning("%s batch %d: %d records dead-lettered", self.query_name, batch_id, dead_count)
