@@ -1,36 +1,30 @@
 """Entry point for schedulers (Databricks, Spark-on-Kubernetes): run a pipeline's bronze layer.
 
-Usage: ``python jobs/bronze.py --pipeline payments [--target databricks] [--conf /path/conf] [--available-now]``.
-It calls the same code as ``kappalake run <pipeline> --layer bronze``.
+Kafka -> Delta bronze.
+
+Usage: ``python jobs/bronze.py --pipeline payments [--target databricks] [--conf /path/conf] [--available-now]
+[--trigger '10 seconds']``. It runs the same code as ``kappalake run <pipeline> --layer bronze``
+(parameters: jobs/_entry.py).
 """
 
 from __future__ import annotations
 
-import argparse
+import os
 import sys
 
-from kappalake.cli.app import main
+# Make jobs/_entry.py importable even when the scheduler exec()s this file without its folder on sys.path
+# (Databricks: no __file__ then, but the working directory is the script's folder on DBR 14+).
+sys.path.insert(0, os.path.dirname(os.path.abspath(globals().get("__file__", "_entry.py"))))
+
+import _entry  # noqa: E402
+
+LAYER = "bronze"
 
 
 def build_argv(argv: list[str]) -> list[str]:
     """Translate job parameters into the equivalent ``kappalake run`` command line."""
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--pipeline", required=True)
-    parser.add_argument("--target", default=None)
-    parser.add_argument("--conf", default=None)
-    parser.add_argument("--available-now", action="store_true")
-    args = parser.parse_args(argv)
-    command = ["kappalake"]
-    if args.target:
-        command += ["--target", args.target]
-    if args.conf:
-        command += ["--conf", args.conf]
-    command += ["run", args.pipeline, "--layer", "bronze"]
-    if args.available_now:
-        command.append("--available-now")
-    return command
+    return _entry.build_argv(LAYER, argv)
 
 
 if __name__ == "__main__":
-    sys.argv = build_argv(sys.argv[1:])
-    main()
+    _entry.run(LAYER)

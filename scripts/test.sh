@@ -5,5 +5,7 @@ set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
 source "$REPO/scripts/setup.sh"
+# promtool (Debian package prometheus) checks and unit-tests the shipped alert rules.
+command -v promtool >/dev/null || apt_install prometheus
 say "running the tests"
 exec python -m pytest "$@"

@@ -41,3 +41,15 @@ class NotAvailableYet(KappalakeError):
     """A command whose implementation has not landed yet."""
 
     exit_code = 64
+
+
+class ClickHouseUnavailable(KappalakeError):
+    """ClickHouse (server or the local chDB directory) could not be reached or kept failing."""
+
+    exit_code = 6
+
+
+class SchemaConflict(KappalakeError):
+    """A table kappalake owns exists with a layout the configuration cannot be migrated to."""
+
+    exit_code = 7

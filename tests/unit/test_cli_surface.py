@@ -29,7 +29,6 @@ def test_help_lists_every_command_with_help_text() -> None:
 
 @pytest.mark.parametrize(("args", "issue"), [
     (("backfill", "payments", "--from-earliest"), "#5"),
-    (("query", "payments", "card_velocity_1m"), "#4"),
 ])
 def test_unlanded_commands_say_so_and_exit_non_zero(args: tuple[str, ...], issue: str) -> None:
     result = kappalake(*args)
@@ -38,12 +37,20 @@ def test_unlanded_commands_say_so_and_exit_non_zero(args: tuple[str, ...], issue
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("layer", ["gold", "all"])
-def test_unlanded_layers_refuse_before_touching_anything(layer: str, tmp_path: Path) -> None:
-    result = kappalake("run", "payments", "--layer", layer, env={"KAPPALAKE_HOME": str(tmp_path)})
-    assert result.returncode == 64
-    assert "layer is not implemented yet" in result.stderr
-    assert not (tmp_path / "lake").exists()
+def test_query_names_the_unknown_view_and_the_bad_key(tmp_path: Path) -> None:
+    env = {"KAPPALAKE_HOME": str(tmp_path)}
+    result = kappalake("query", "payments", "nope", env=env)
+    assert result.returncode == 2 and "no gold view 'nope'" in result.stderr and "card_velocity_1m" in result.stderr
+    result = kappalake("query", "payments", "card_velocity_1m", "--key", "merchant=m1", env=env)
+    assert result.returncode == 2 and "groups by card_id, not 'merchant'" in result.stderr
+    result = kappalake("query", "payments", "card_velocity_1m", "--format", "xml", env=env)
+    assert result.returncode == 2 and "--format 'xml'" in result.stderr
+
+
+def test_query_before_the_gold_table_exists_says_what_to_run(tmp_path: Path) -> None:
+    result = kappalake("query", "payments", "card_velocity_1m", env={"KAPPALAKE_HOME": str(tmp_path)})
+    assert result.returncode == 1 and "does not exist yet" in result.stderr
+    assert "kappalake run payments --layer gold" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_unknown_layer_and_pipeline_are_named() -> None:

@@ -70,8 +70,8 @@ ORDERS = """
       time: created_at
       schema:
         order_id: string
-        customer: string
-        region: string
+        customer: {type: string, required: true}
+        region: {type: string, required: true}
         amount: double
         created_at: timestamp
     gold:

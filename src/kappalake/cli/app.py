@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from kappalake import __version__
-from kappalake.cli import dlq, pending, produce, run, setup, stack, status
+from kappalake.cli import dlq, pending, produce, query, run, setup, stack, status
 from kappalake.cli.common import GlobalOptions, err_console
 from kappalake.config.loader import default_conf_dir, default_target
 from kappalake.errors import KappalakeError
@@ -47,6 +47,7 @@ app.command("produce")(produce.command)
 app.command("run")(run.command)
 pending.register(app)
 app.command("dlq")(dlq.command)
+app.command("query")(query.command)
 app.command("status")(status.command)
 
 

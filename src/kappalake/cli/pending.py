@@ -21,8 +21,3 @@ def register(app: typer.Typer) -> None:
     def backfill(ctx: typer.Context) -> None:
         """Replay a pipeline from an offset or timestamp into its tables (lands with issue #5)."""
         _pending("backfill", "issue #5 (Kappa replays and backfills)")
-
-    @app.command(context_settings=_PASS_THROUGH)
-    def query(ctx: typer.Context) -> None:
-        """Print the current rows of a gold view from ClickHouse (lands with issue #4)."""
-        _pending("query", "issue #4 (gold windows in ClickHouse)")

@@ -8,6 +8,21 @@ from rich.table import Table
 from kappalake.cli.common import console, global_options
 from kappalake.io.delta.stream import Trigger
 from kappalake.pipelines.runner import expand_layers, run_pipeline
+from kappalake.runtime.context import RunContext
+
+
+def query_targets(run_ctx: RunContext, layers: tuple[str, ...]) -> list[tuple[str, str]]:
+    """(query name, where it writes) for every query of ``layers``."""
+    name = run_ctx.pipeline.name
+    rows = []
+    for layer in layers:
+        if layer == "gold":
+            rows.append((f"{name}.gold", run_ctx.table_path("gold_events")))
+            rows += [(f"{name}.gold.{view_name}", f"ClickHouse {view.clickhouse.table}")
+                     for view_name, view in run_ctx.pipeline.gold.views.items()]
+        else:
+            rows.append((f"{name}.{layer}", run_ctx.table_path(layer)))
+    return rows
 
 
 def command(
@@ -25,10 +40,9 @@ def command(
     table = Table(title=f"{pipeline}: run finished in {result.seconds:.1f}s")
     for column in ("query", "batches", "input rows", "table"):
         table.add_column(column)
-    for name in layers:
-        totals = result.totals.get(f"{pipeline}.{name}")
-        table.add_row(f"{pipeline}.{name}", str(totals.batches if totals else 0),
-                      str(totals.input_rows if totals else 0), run_ctx.table_path(name))
+    for query, target in query_targets(run_ctx, layers):
+        totals = result.totals.get(query)
+        table.add_row(query, str(totals.batches if totals else 0), str(totals.input_rows if totals else 0), target)
     console.print(table)
     for query, lost in result.lost_offsets.items():
         if lost:

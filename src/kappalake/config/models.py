@@ -250,17 +250,35 @@ class ClickHouseTarget(StrictModel):
     table: Identifier
 
 
+_RESERVED_GOLD_COLUMNS = {"window_start", "window_end", "version", "updated_at"}
+
+
 class GoldViewConfig(StrictModel):
+    """One windowed aggregate: window, event-time column, watermark, group keys, metrics, ClickHouse table."""
+
     window: WindowConfig
-    time_column: Identifier | None = None
-    watermark: Duration | None = None
+    time_column: Identifier | None = Field(default=None, description="Event-time field; default events.time.")
+    watermark: Duration | None = Field(default=None, description="Watermark delay; default silver.watermark.")
     group_by: list[Identifier] = Field(min_length=1)
     metrics: dict[Identifier, MetricConfig] = Field(min_length=1)
-    having: str | None = None
+    having: str | None = Field(default=None, description="Spark SQL filter over the metrics of a window.")
     clickhouse: ClickHouseTarget
+
+    @model_validator(mode="after")
+    def _check_names(self) -> GoldViewConfig:
+        clashes = (_RESERVED_GOLD_COLUMNS | set(self.group_by)) & set(self.metrics)
+        reserved = _RESERVED_GOLD_COLUMNS & set(self.group_by)
+        if clashes or reserved:
+            raise ValueError(f"column name {sorted(clashes | reserved)[0]!r} is used twice or reserved "
+                             f"(reserved: {', '.join(sorted(_RESERVED_GOLD_COLUMNS))})")
+        if len(set(self.group_by)) != len(self.group_by):
+            raise ValueError("group_by lists a field twice")
+        return self
 
 
 class GoldConfig(StrictModel):
+    source: Literal["kafka", "bronze"] = Field(
+        default="kafka", description="Where the gold intake reads records: Kafka (Kappa) or the bronze table.")
     views: dict[Identifier, GoldViewConfig] = Field(default_factory=dict)
 
 
@@ -280,6 +298,14 @@ class PipelineConfig(StrictModel):
     dead_letter: DeadLetterConfig = Field(default_factory=DeadLetterConfig)
     gold: GoldConfig = Field(default_factory=GoldConfig)
 
+    def view_time(self, view: GoldViewConfig) -> str:
+        """The event-time field a gold view windows on."""
+        return view.time_column or self.events.time
+
+    def view_watermark(self, view: GoldViewConfig) -> str:
+        """The watermark delay of a gold view (its own, else silver's)."""
+        return view.watermark or self.silver.watermark
+
     @model_validator(mode="after")
     def _check_references(self) -> PipelineConfig:
         fields = self.events.schema_
@@ -296,12 +322,22 @@ class PipelineConfig(StrictModel):
             for name in view.group_by:
                 if name not in fields:
                     raise ValueError(f"{where}.group_by: {name!r} is not declared in events.schema")
+                if not fields[name].required:
+                    raise ValueError(f"{where}.group_by: {name!r} must be a required field (required: true) "
+                                     "so every window row has its key")
             for metric_name, metric in view.metrics.items():
                 if metric.column is not None and metric.column not in fields:
                     raise ValueError(f"{where}.metrics.{metric_name}.column: {metric.column!r} "
                                      "is not declared in events.schema")
-            if view.time_column is not None and fields.get(view.time_column, None) is None:
-                raise ValueError(f"{where}.time_column: {view.time_column!r} is not declared in events.schema")
+            if view.time_column is not None:
+                if view.time_column not in fields:
+                    raise ValueError(f"{where}.time_column: {view.time_column!r} is not declared in events.schema")
+                if fields[view.time_column].type != "timestamp":
+                    raise ValueError(f"{where}.time_column: {view.time_column!r} must have type timestamp")
+        tables = [view.clickhouse.table for view in self.gold.views.values()]
+        for table in tables:
+            if tables.count(table) > 1:
+                raise ValueError(f"gold.views: ClickHouse table {table!r} is used by more than one view")
         return self
 
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from kappalake.errors import BrokerUnreachableError, KappalakeError, NotAvailableYet
+from kappalake.errors import BrokerUnreachableError, KappalakeError
 from kappalake.io.delta.stream import Trigger
 from kappalake.io.kafka.admin import end_offsets, wait_until_ready
 from kappalake.io.kafka.reader import kafka_source_options
@@ -24,9 +24,6 @@ if TYPE_CHECKING:
     from pyspark.sql.streaming import StreamingQuery
 
 LAYERS = ("bronze", "silver", "gold")
-PENDING_LAYERS = {
-    "gold": "issue #4 (gold: event-time windows upserted into ClickHouse)",
-}
 
 
 @dataclass(frozen=True)
@@ -63,14 +60,11 @@ def check_source(ctx: RunContext) -> None:
                                  "the configured topics locally) or fix source.subscribe") from None
 
 
-def refuse_pending(layers: Sequence[str]) -> None:
-    """Raise NotAvailableYet for the first layer whose implementation has not landed."""
-    for layer in layers:
-        if layer in PENDING_LAYERS:
-            raise NotAvailableYet(f"the {layer} layer is not implemented yet; it lands with {PENDING_LAYERS[layer]}")
-
-
 def _start_layer(spark: SparkSession, ctx: RunContext, layer: str, trigger: Trigger) -> StreamingQuery:
+    if layer == "gold":
+        from kappalake.pipelines.gold import start_gold_intake
+
+        return start_gold_intake(spark, ctx, trigger)
     if layer == "silver":
         from kappalake.pipelines.silver import start_silver
 
@@ -83,7 +77,6 @@ def _start_layer(spark: SparkSession, ctx: RunContext, layer: str, trigger: Trig
 def run_pipeline(ctx: RunContext, layers: Sequence[str], trigger: Trigger,
                  spark: SparkSession | None = None, timeout: float | None = None) -> RunResult:
     """Start ``layers`` and wait: until drained with ``available_now``, else until a query stops or fails."""
-    refuse_pending(layers)
     check_source(ctx)
     spark = spark or build_spark(ctx.target, app_name=f"kappalake-{ctx.pipeline.name}")
     versions = require_connectors(spark)
@@ -99,6 +92,12 @@ def run_pipeline(ctx: RunContext, layers: Sequence[str], trigger: Trigger,
                              trigger="availableNow" if trigger.available_now else trigger.interval,
                              table=ctx.table_path(layer), checkpoint=ctx.checkpoint_path(layer), error=None)
             queries.append(_start_layer(spark, ctx, layer, trigger))
+        if "gold" in layers:
+            from kappalake.pipelines.gold import start_gold_views
+
+            if trigger.available_now:  # the views drain what the intake wrote: let it finish first
+                _await(spark, queries, tracker, timeout, monitor)
+            queries.extend(start_gold_views(spark, ctx, trigger))
         _await(spark, queries, tracker, timeout, monitor)
     except Exception as exc:
         message = _failure_message(exc, ctx)

@@ -1,0 +1,138 @@
+"""The gold sink: each micro-batch's changed windows into ClickHouse, exactly once.
+
+Rows are sorted by (group keys, window_start), cut into chunks and inserted as Arrow with
+``insert_deduplication_token = <table>:<query id>:<batch id>:<chunk>`` (the query id is stable for a
+checkpoint), so a replayed batch inserts nothing twice. Every row carries ``version``: microseconds since
+the epoch when the batch was written, strictly increasing in the process and never below the table's
+highest version, so later writes (a restart, a backfill) supersede older rows in the ReplacingMergeTree.
+Transient errors retry with exponential backoff; after the last attempt the query fails and the batch is
+replayed from the checkpoint on restart: no batch is skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from kappalake.errors import ClickHouseUnavailable, KappalakeError
+from kappalake.io.clickhouse.client import ClickHouse, redact
+from kappalake.io.clickhouse.schema import GoldTable
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    from pyspark.sql import DataFrame
+
+log = logging.getLogger(__name__)
+
+# Server error codes worth retrying: timeouts, network, memory, too many parts/queries, read-only replica.
+TRANSIENT_CODES = {3, 159, 160, 164, 202, 209, 210, 236, 241, 242, 252, 285, 319, 425, 999}
+_CODE = re.compile(r"Code: (\d+)")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for connection failures and the server error codes that a retry can cure."""
+    from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
+
+    if isinstance(exc, (OperationalError, ConnectionError, TimeoutError)):
+        return True
+    if isinstance(exc, DatabaseError):
+        match = _CODE.search(str(exc))
+        return bool(match and int(match.group(1)) in TRANSIENT_CODES)
+    return False
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 6
+    first_delay: float = 0.5
+    max_delay: float = 20.0
+
+    def delay(self, attempt: int) -> float:
+        """Backoff before retry ``attempt`` (1-based), with jitter."""
+        return min(self.max_delay, self.first_delay * 2 ** (attempt - 1)) * random.uniform(0.8, 1.2)
+
+
+class VersionClock:
+    """Strictly increasing versions: microseconds since the epoch, never below a seen value."""
+
+    def __init__(self, floor: int = 0, now: Callable[[], int] = lambda: time.time_ns() // 1000) -> None:
+        self._last = floor
+        self._now = now
+        self._lock = threading.Lock()
+
+    def next(self) -> int:
+        with self._lock:
+            self._last = max(self._now(), self._last + 1)
+            return self._last
+
+
+class GoldSink:
+    """The ``foreachBatch`` function of one gold view's query."""
+
+    def __init__(self, ch: ClickHouse, table: GoldTable, chunk_rows: int = 100_000,
+                 retry: RetryPolicy | None = None, on_written: Callable[[int, int], None] | None = None) -> None:
+        self.ch = ch
+        self.table = table
+        self.chunk_rows = chunk_rows
+        self.retry = retry or RetryPolicy()
+        self.on_written = on_written
+        floor = ch.rows(f"SELECT max(version) FROM `{table.name}`")[0][0] or 0
+        self.clock = VersionClock(int(floor))
+        self._query_id: str | None = None
+        self._bound = threading.Event()
+
+    def bind(self, query_id: str) -> None:
+        """Called right after start(): the query id makes the deduplication tokens of this checkpoint."""
+        self._query_id = query_id
+        self._bound.set()
+
+    def __call__(self, batch: DataFrame, batch_id: int) -> None:
+        if not self._bound.wait(timeout=120):
+            raise KappalakeError(f"gold batch for {self.table.name} started before its query id was known")
+        rows = self.write(batch.toArrow(), batch_id)
+        if self.on_written is not None:
+            self.on_written(batch_id, rows)
+
+    def write(self, data: pa.Table, batch_id: int) -> int:
+        """Insert one batch's rows (Arrow) in deterministic chunks; return the row count."""
+        import pyarrow as pa
+
+        if data.num_rows == 0:
+            return 0
+        data = data.sort_by([(k, "ascending") for k in self.table.sorting_key])
+        version = self.clock.next()
+        now = datetime.now(timezone.utc)
+        data = data.append_column("version", pa.array([version] * data.num_rows, pa.uint64()))
+        data = data.append_column("updated_at", pa.array([now] * data.num_rows, pa.timestamp("ms", tz="UTC")))
+        for chunk, start in enumerate(range(0, data.num_rows, self.chunk_rows)):
+            token = f"{self.table.name}:{self._query_id}:{batch_id}:{chunk}"
+            self._insert(data.slice(start, self.chunk_rows), token)
+        return int(data.num_rows)
+
+    def _insert(self, data: Any, token: str) -> None:
+        settings = {"insert_deduplication_token": token, "insert_deduplicate": 1}
+        for attempt in range(1, self.retry.attempts + 1):
+            try:
+                self.ch.insert_arrow(self.table.name, data, settings=settings)
+                return
+            except Exception as exc:  # noqa: BLE001 - classified below
+                if not is_transient(exc):
+                    raise ClickHouseUnavailable(
+                        f"insert into ClickHouse table `{self.table.name}` ({redact(self.ch.dsn)}) failed: "
+                        f"{str(exc).splitlines()[0][:300]}") from exc
+                if attempt == self.retry.attempts:
+                    raise ClickHouseUnavailable(
+                        f"insert into ClickHouse table `{self.table.name}` ({redact(self.ch.dsn)}) failed "
+                        f"{attempt} times, last: {str(exc).splitlines()[0][:300]}; the query stops and the "
+                        "batch is replayed from the checkpoint on restart") from exc
+                pause = self.retry.delay(attempt)
+                log.warning("ClickHouse insert into %s failed (attempt %d/%d, retrying in %.1fs): %s",
+                            self.table.name, attempt, self.retry.attempts, pause, str(exc).splitlines()[0][:200])
+                time.sleep(pause)
