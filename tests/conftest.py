@@ -50,6 +50,15 @@ def spark(local_target: TargetConfig, test_home: HomeLayout):
     session.stop()
 
 
+@pytest.fixture(scope="session")
+def clickhouse(local_target: TargetConfig):
+    """The session's ClickHouse: chDB under the test data dir (one chDB directory per process), or
+    $CLICKHOUSE_DSN. Tests name their tables uniquely."""
+    from kappalake.io.clickhouse.client import connect
+
+    return connect(local_target.clickhouse.dsn)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Everything under tests/integration runs real processes (broker, Spark, Delta): mark it slow."""
     for item in items:

@@ -32,10 +32,15 @@ def bootstrap(kafka_stack: LocalStack) -> str:
 
 
 def pipeline_on_topic(name: str, topic: str, partitions: int = 3, **source_options: str) -> PipelineConfig:
-    """The shipped pipeline ``name`` re-pointed at ``topic`` (tests never share topics)."""
+    """The shipped pipeline ``name`` re-pointed at ``topic``, its gold tables suffixed with the topic
+    (tests never share topics or ClickHouse tables)."""
     base = load_pipeline(name, CONF, "local")
     source = SourceConfig(subscribe=[topic], partitions=partitions, options={**base.source.options, **source_options})
-    return base.model_copy(update={"source": source})
+    suffix = topic.replace("-", "_")
+    views = {name: view.model_copy(update={"clickhouse": view.clickhouse.model_copy(
+        update={"table": f"{view.clickhouse.table}_{suffix}"})}) for name, view in base.gold.views.items()}
+    gold = base.gold.model_copy(update={"views": views})
+    return base.model_copy(update={"source": source, "gold": gold})
 
 
 @pytest.fixture

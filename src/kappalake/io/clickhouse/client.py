@@ -76,6 +76,9 @@ def connect(dsn: str) -> ClickHouse:
 
 def _explain(dsn: str, exc: BaseException) -> str:
     text = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+    if "already initialized with path" in str(exc):
+        return (f"cannot open {redact(dsn)}: this process already uses another chDB directory (chDB allows one "
+                "directory per process)")
     if "Cannot lock file" in str(exc) or "status" in str(exc) and dsn.startswith("chdb:"):
         return (f"the chDB directory of {redact(dsn)} is in use by another process (chDB allows one process per "
                 "directory): stop the running gold job or run this from the process that owns it")

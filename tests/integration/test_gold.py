@@ -1,0 +1,141 @@
+"""Gold against the real broker, Spark, Delta and chDB: ClickHouse FINAL equals an independent pandas
+computation of the windows over the unique on-time events; late pairs land in the late-events table;
+replayed batches change nothing."""
+
+from __future__ import annotations
+
+import math
+import shutil
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from deltalake import DeltaTable
+
+from kappalake.generator import GeneratorOptions
+from kappalake.io.delta.stream import Trigger
+from kappalake.pipelines.produce import produce
+from kappalake.pipelines.runner import run_pipeline
+from kappalake.runtime.context import RunContext
+from tests.integration.gold_reference import as_naive_utc, expected_view, unique_events
+from tests.integration.kafka_helpers import consume_all
+
+START = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
+KEY = "test-pii-key"
+NOW = Trigger(available_now=True)
+
+
+@pytest.fixture(autouse=True)
+def pii_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KAPPALAKE_PII_KEY", KEY)
+
+
+def final_rows(clickhouse, table: str) -> pd.DataFrame:
+    return clickhouse.query_arrow(f"SELECT * FROM `{table}` FINAL").to_pandas()
+
+
+def raw_count(clickhouse, table: str) -> int:
+    return int(clickhouse.rows(f"SELECT count() FROM `{table}`")[0][0])
+
+
+def produce_rounds(ctx: RunContext, bootstrap: str, spark, rounds: list[dict]) -> list[list[bytes]]:
+    """Produce each round and run gold after it; return each round's record values."""
+    topic = ctx.pipeline.source.subscribe[0]  # type: ignore[index]
+    values: list[list[bytes]] = []
+    old: set[tuple[int, int]] = set()
+    for spec in rounds:
+        produce(ctx, events=spec["events"], options=spec["options"], start_time=spec["start"],
+                events_per_second=spec["eps"])
+        records = sorted(consume_all(bootstrap, topic), key=lambda r: (r[0], r[1]))
+        values.append([value for partition, offset, _, value in records if (partition, offset) not in old])
+        old = {(partition, offset) for partition, offset, _, _ in records}
+        run_pipeline(ctx, ["gold"], NOW, spark=spark)
+    return values
+
+
+def compare(clickhouse, ctx: RunContext, events: pd.DataFrame, exact: tuple[str, ...], close: tuple[str, ...],
+            approx: tuple[str, ...] = ()) -> dict[str, int]:
+    """Assert every view's FINAL rows equal the reference; return late pairs per view."""
+    late_counts = {}
+    for name, view in ctx.pipeline.gold.views.items():
+        expected, late = expected_view(events, ctx.pipeline, view)
+        late_counts[name] = len(late)
+        actual = final_rows(clickhouse, view.clickhouse.table)
+        keys = [*view.group_by, "window_start", "window_end"]
+        expected = expected.assign(window_start=expected.window_start.map(as_naive_utc),
+                                   window_end=expected.window_end.map(as_naive_utc))
+        actual = actual.assign(window_start=actual.window_start.map(as_naive_utc),
+                               window_end=actual.window_end.map(as_naive_utc))
+        assert len(actual) == len(expected), f"{name}: {len(actual)} rows in ClickHouse, {len(expected)} expected"
+        merged = expected.merge(actual, on=keys, suffixes=("_exp", "_act"), how="outer", indicator=True)
+        assert (merged["_merge"] == "both").all(), f"{name}: windows differ"
+        for metric in view.metrics:
+            exp, act = merged[f"{metric}_exp"], merged[f"{metric}_act"]
+            if metric in exact:
+                assert (exp.astype("int64") == act.astype("int64")).all(), f"{name}.{metric}"
+            elif metric in close:
+                pairs = zip(exp.astype(float), act.astype(float), strict=True)
+                assert all((math.isnan(e) and (a is None or math.isnan(a))) or math.isclose(e, a, rel_tol=1e-9, abs_tol=0.006)
+                           for e, a in pairs), f"{name}.{metric}"
+            elif metric in approx:  # HyperLogLog++: exact for these small sets nearly always
+                off = (exp.astype("int64") - act.astype("int64")).abs()
+                assert off.max() <= 1 and (off == 0).mean() > 0.99, f"{name}.{metric}"
+    return late_counts
+
+
+def test_payments_gold_equals_reference_with_late_and_duplicate_events(spark, make_context, topic_name, bootstrap,
+                                                                        clickhouse) -> None:
+    ctx = make_context("payments", topic_name)
+    rounds = [
+        {"events": 3000, "start": START, "eps": 20.0,
+         "options": GeneratorOptions(seed=3, duplicate_fraction=0.05, malformed_fraction=0.03, late_fraction=0.03)},
+        {"events": 1500, "start": START + timedelta(seconds=150), "eps": 20.0,
+         "options": GeneratorOptions(seed=4, duplicate_fraction=0.05, malformed_fraction=0.03, late_fraction=0.08)},
+    ]
+    values = produce_rounds(ctx, bootstrap, spark, rounds)
+    events = unique_events(values, ctx.pipeline, KEY)
+
+    late_counts = compare(clickhouse, ctx, events, exact=("txn_count",), close=("amount_sum", "amount_max"),
+                          approx=("merchants", "countries"))
+    assert late_counts["card_velocity_1m"] > 20 and late_counts["card_velocity_5m_sliding"] > 0
+    late = DeltaTable(ctx.table_path("late_events")).to_pandas()
+    assert late.groupby("view").size().to_dict() == {k: v for k, v in late_counts.items() if v}
+    assert set(late.columns) >= {"view", "event_id", "event_time", "group_key", "window_start", "window_end",
+                                 "watermark", "event", "pipeline", "pipeline_version", "batch_id", "detected_at"}
+    assert (late.window_end <= late.watermark).all()
+
+    gold_events = DeltaTable(ctx.table_path("gold_events")).to_pandas()
+    assert len(gold_events) == len(events)  # unique valid events, each once
+
+    # Replaying a batch changes nothing: forget the last commit of every gold query and run again.
+    tables = {v.clickhouse.table: (raw_count(clickhouse, v.clickhouse.table), final_rows(clickhouse, v.clickhouse.table))
+              for v in ctx.pipeline.gold.views.values()}
+    for query in ["gold", *[f"gold.{name}" for name in ctx.pipeline.gold.views]]:
+        commits = Path(ctx.checkpoint_path(query)) / "commits"
+        last = max(int(p.name) for p in commits.iterdir() if p.name.isdigit())
+        (commits / str(last)).unlink()
+        (commits / f".{last}.crc").unlink(missing_ok=True)
+    run_pipeline(ctx, ["gold"], NOW, spark=spark)
+    assert len(DeltaTable(ctx.table_path("gold_events")).to_pandas()) == len(events)
+    assert len(DeltaTable(ctx.table_path("late_events")).to_pandas()) == len(late)
+    for table, (count, rows) in tables.items():
+        assert raw_count(clickhouse, table) == count, f"{table}: a replayed batch inserted rows again"
+        pd.testing.assert_frame_equal(final_rows(clickhouse, table).sort_values(list(rows.columns[:2])).reset_index(drop=True),
+                                      rows.sort_values(list(rows.columns[:2])).reset_index(drop=True))
+
+
+def test_iot_gold_equals_reference(spark, make_context, topic_name, bootstrap, clickhouse) -> None:
+    ctx = make_context("iot", topic_name)
+    rounds = [
+        {"events": 2000, "start": START, "eps": 40.0,
+         "options": GeneratorOptions(seed=5, duplicate_fraction=0.05, malformed_fraction=0.03)},
+        {"events": 1000, "start": START + timedelta(seconds=50), "eps": 40.0,
+         "options": GeneratorOptions(seed=6, duplicate_fraction=0.05, late_fraction=0.1, late_min_seconds=60,
+                                     late_max_seconds=120)},
+    ]
+    values = produce_rounds(ctx, bootstrap, spark, rounds)
+    events = unique_events(values, ctx.pipeline, None)
+    late_counts = compare(clickhouse, ctx, events, exact=("readings",),
+                          close=("value_avg", "value_min", "value_max", "value_stddev"))
+    assert late_counts["sensor_5s"] > 20 and late_counts["sensor_stddev_1m"] > 0
