@@ -11,9 +11,11 @@ kappalake stack up
 say "producing $EVENTS payment events (with late, duplicate and malformed ones)"
 kappalake produce payments --events "$EVENTS" --seed 1 --late-fraction 0.02 --duplicate-fraction 0.02 \
   --malformed-fraction 0.01
-say "running the payments pipeline (bronze and silver, one Spark application) until caught up"
-kappalake run payments --layer bronze,silver --available-now
+say "running the payments pipeline (bronze, silver and gold, one Spark application) until caught up"
+kappalake run payments --layer all --available-now
 kappalake dlq payments list --limit 5
 kappalake status payments
+say "gold: per-card velocity windows in ClickHouse (chDB), read with FINAL"
+kappalake query payments card_velocity_1m --limit 10
 say "done. The broker keeps running: 'source scripts/setup.sh' puts kappalake on PATH;"
-say "'kappalake stack down' stops it. Gold, backfill and query land with later issues (see README)."
+say "'kappalake stack down' stops it."

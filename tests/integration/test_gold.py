@@ -139,3 +139,30 @@ def test_iot_gold_equals_reference(spark, make_context, topic_name, bootstrap, c
     late_counts = compare(clickhouse, ctx, events, exact=("readings",),
                           close=("value_avg", "value_min", "value_max", "value_stddev"))
     assert late_counts["sensor_5s"] > 20 and late_counts["sensor_stddev_1m"] > 0
+
+
+def test_view_state_is_bounded_by_the_watermark_on_a_long_live_run(spark, make_context, topic_name, clickhouse) -> None:
+    """Eight minutes of event time through a live gold job: the windows kept in state stop growing."""
+    import threading
+    import time
+
+    ctx = make_context("iot", topic_name)
+    produce(ctx, events=300, options=GeneratorOptions(seed=7), start_time=START, events_per_second=10.0)
+    results: list = []
+    runner = threading.Thread(target=lambda: results.append(
+        run_pipeline(ctx, ["gold"], Trigger(interval="1 second"), spark=spark, timeout=75)))
+    runner.start()
+    time.sleep(15)  # let the queries start and take the first round
+    for minute in range(1, 9):
+        produce(ctx, events=600, options=GeneratorOptions(seed=7 + minute),
+                start_time=START + timedelta(seconds=30 + 60 * (minute - 1)), events_per_second=10.0)
+        time.sleep(5)
+    runner.join(timeout=120)
+    assert results, "the live run did not return"
+    history = [p for p in results[0].progress["iot.gold.sensor_5s"] if p.get("numInputRows", 0) > 0]
+    state = [p["stateOperators"][0]["numRowsTotal"] for p in history]
+    assert len(state) >= 6, f"too few batches to judge: {state}"
+    half = len(state) // 2
+    emitted = clickhouse.rows(f"SELECT count() FROM `{ctx.pipeline.gold.views['sensor_5s'].clickhouse.table}` FINAL")[0][0]
+    assert max(state[half:]) <= 1.5 * max(state[:half]), f"state keeps growing: {state}"
+    assert state[-1] < emitted / 3, f"state ({state[-1]}) is not bounded by the watermark ({emitted} windows)"
