@@ -37,12 +37,6 @@ class BrokerUnreachableError(KappalakeError):
     exit_code = 5
 
 
-class NotAvailableYet(KappalakeError):
-    """A command whose implementation has not landed yet."""
-
-    exit_code = 64
-
-
 class ClickHouseUnavailable(KappalakeError):
     """ClickHouse (server or the local chDB directory) could not be reached or kept failing."""
 

@@ -198,3 +198,29 @@ def test_a_spark_aggregate_schema_round_trips_through_ensure_table(spark, clickh
     assert columns(clickhouse, table.name) == dict(table.columns)
     assert dict(table.columns)["n"] == "Int64" and dict(table.columns)["total"] == "Nullable(Decimal(22, 2))"
     assert ensure_table(clickhouse, table) == []
+
+
+def test_an_existing_table_without_the_dedup_window_does_not_lose_exactly_once(clickhouse) -> None:
+    """A gold table that exists without ``non_replicated_deduplication_window`` (created before the setting, or
+    by hand) drops no replayed insert: ensure_table must add the setting (or refuse the table), else a replayed
+    batch is inserted twice. (Fails today: ensure_table accepts the table as it is.)"""
+    table = GoldTable.from_schema(unique(), view_schema(N), ("card",))
+    clickhouse.command(table.ddl().split("\nSETTINGS")[0])
+    assert "non_replicated_deduplication_window" not in clickhouse.rows(
+        "SELECT engine_full FROM system.tables WHERE database = currentDatabase() AND name = {t:String}",
+        {"t": table.name})[0][0]
+
+    try:
+        ensure_table(clickhouse, table)
+    except SchemaConflict as refused:
+        assert "non_replicated_deduplication_window" in str(refused)
+        return
+    start, end = (datetime(2026, 11, 1, 12, m, tzinfo=timezone.utc) for m in (0, 1))
+    batch = pa.table({"card": ["c1", "c2"], "window_start": pa.array([start, start], pa.timestamp("us", tz="UTC")),
+                      "window_end": pa.array([end, end], pa.timestamp("us", tz="UTC")),
+                      "n": pa.array([1, 2], pa.int64())})
+    sink = GoldSink(clickhouse, table)
+    sink.bind("q1")
+    sink.write(batch, 0)
+    sink.write(batch, 0)  # the replay of batch 0
+    assert clickhouse.rows(f"SELECT count() FROM `{table.name}`") == [(2,)]

@@ -288,6 +288,21 @@ def test_a_real_chdb_error_is_not_transient(clickhouse) -> None:
     assert not is_transient(raised.value)
 
 
+def test_a_real_chdb_memory_limit_error_is_transient(clickhouse) -> None:
+    with pytest.raises(DatabaseError) as raised:
+        clickhouse.rows("SELECT groupArray(number) FROM numbers(10000000) SETTINGS max_memory_usage = 1000000")
+    assert is_transient(raised.value)
+
+
+def test_is_transient_reads_the_structured_error_code() -> None:
+    """clickhouse-connect sets ``code`` on its errors; with show_clickhouse_errors=False the message is generic
+    ("The ClickHouse server returned an error") and holds no "Code: N". A memory-limit error is still
+    transient. (Fails today: is_transient only parses the message.)"""
+    generic = "The ClickHouse server returned an error"
+    assert is_transient(DatabaseError(generic, code=241, name="MEMORY_LIMIT_EXCEEDED"))
+    assert not is_transient(DatabaseError(generic, code=60, name="UNKNOWN_TABLE"))
+
+
 def test_retry_delay_backs_off_with_jitter_up_to_the_cap() -> None:
     policy = RetryPolicy(attempts=6, first_delay=0.5, max_delay=3.0)
     for attempt, base in [(1, 0.5), (2, 1.0), (3, 2.0), (4, 3.0), (6, 3.0)]:

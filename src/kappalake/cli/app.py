@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from kappalake import __version__
-from kappalake.cli import dlq, pending, produce, query, run, setup, stack, status
+from kappalake.cli import backfill, dlq, produce, query, run, setup, stack, status
 from kappalake.cli.common import GlobalOptions, err_console
 from kappalake.config.loader import default_conf_dir, default_target
 from kappalake.errors import KappalakeError
@@ -45,7 +45,7 @@ app.command("setup")(setup.command)
 app.add_typer(stack.app, name="stack")
 app.command("produce")(produce.command)
 app.command("run")(run.command)
-pending.register(app)
+app.command("backfill")(backfill.command)
 app.command("dlq")(dlq.command)
 app.command("query")(query.command)
 app.command("status")(status.command)

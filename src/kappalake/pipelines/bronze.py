@@ -4,20 +4,50 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from kappalake.io.delta.batch import merge_insert_only
 from kappalake.io.delta.stream import Trigger, start_delta_append
 from kappalake.io.kafka.reader import read_kafka_stream
+from kappalake.runtime.binding import QueryBinding
 from kappalake.runtime.context import RunContext
 from kappalake.transforms.bronze import PARTITION_COLUMNS, to_bronze
 
 if TYPE_CHECKING:
-    from pyspark.sql import SparkSession
+    from pyspark.sql import DataFrame, SparkSession
     from pyspark.sql.streaming import StreamingQuery
 
 
+class BronzeReplayWriter(QueryBinding):
+    """``foreachBatch`` of a bronze backfill: insert only records (topic, partition, offset) the table
+    does not hold yet, idempotent per batch."""
+
+    KEY = ("topic", "partition", "offset")
+
+    def __init__(self, ctx: RunContext) -> None:
+        super().__init__()
+        self.ctx = ctx
+
+    def __call__(self, batch: DataFrame, batch_id: int) -> None:
+        from pyspark.sql import functions as F
+
+        bounds = batch.agg(F.min("offset").alias("low"), F.max("offset").alias("high")).first()
+        if bounds is None or bounds["low"] is None:
+            return
+        prune = f"t.`offset` BETWEEN {int(bounds['low'])} AND {int(bounds['high'])}"
+        merge_insert_only(batch, self.ctx.table_path("bronze"), self.KEY,
+                          f"kappalake:{self.ctx.pipeline.name}:bronze:{self.query_id}", batch_id, prune)
+
+
 def start_bronze(spark: SparkSession, ctx: RunContext, trigger: Trigger) -> StreamingQuery:
-    """Start the bronze streaming query for ``ctx.pipeline``."""
+    """Start the bronze streaming query for ``ctx.pipeline`` (a backfill MERGEs instead of appending)."""
     ensure_bronze_table(spark, ctx.table_path("bronze"))
     records = read_kafka_stream(spark, ctx)
+    if ctx.replay:
+        writer = BronzeReplayWriter(ctx)
+        query = (to_bronze(records).writeStream.foreachBatch(writer).queryName(f"{ctx.pipeline.name}.bronze")
+                 .option("checkpointLocation", ctx.checkpoint_path("bronze"))
+                 .trigger(**trigger.as_kwargs()).start())
+        writer.bind(str(query.id))
+        return query
     return start_delta_append(
         to_bronze(records),
         path=ctx.table_path("bronze"),

@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from typing import TYPE_CHECKING
 
 from pyspark.sql import functions as F
 
 from kappalake.config.durations import parse_seconds
 from kappalake.config.models import GoldViewConfig
-from kappalake.errors import ConfigError, KappalakeError
+from kappalake.errors import ConfigError
 from kappalake.io import hadoopfs
 from kappalake.io.clickhouse.client import connect
 from kappalake.io.clickhouse.schema import GoldTable, ensure_table
@@ -35,15 +34,14 @@ from kappalake.io.clickhouse.sink import GoldSink
 from kappalake.io.delta.batch import append_idempotent, create_if_missing, table_exists
 from kappalake.io.delta.stream import Trigger
 from kappalake.ops import batch_metrics
-from kappalake.pipelines.bronze import ensure_bronze_table
-from kappalake.pipelines.silver import pii_key
+from kappalake.pipelines.silver import pii_key, source_records
+from kappalake.runtime.binding import QueryBinding
 from kappalake.runtime.context import RunContext
 from kappalake.transforms.gold import (
     aggregate_sessions, aggregate_windows, assign_windows, late_events, wm_base,
 )
 from kappalake.transforms.parse import parse_events
 from kappalake.transforms.pii import pseudonymise
-from kappalake.transforms.records import records_from_bronze, records_from_kafka
 from kappalake.transforms.silver import dedupe_within_watermark, to_silver, with_dedupe_columns
 
 if TYPE_CHECKING:
@@ -98,25 +96,18 @@ class EventTimeHighWater:
             del cache[old]
 
 
-class GoldIntakeWriter:
+class GoldIntakeWriter(QueryBinding):
     """The ``foreachBatch`` function of the gold intake query."""
 
     def __init__(self, ctx: RunContext, key: bytes | None, high_water: EventTimeHighWater) -> None:
+        super().__init__()
         self.ctx = ctx
         self.key = key
         self.high_water = high_water
         self.query_name = f"{ctx.pipeline.name}.gold"
-        self._query_id: str | None = None
-        self._bound = threading.Event()
-
-    def bind(self, query_id: str) -> None:
-        self._query_id = query_id
-        self._bound.set()
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
-        if not self._bound.wait(timeout=120):
-            raise KappalakeError("gold intake batch started before its query id was known")
-        app_id = f"kappalake:{self.ctx.pipeline.name}:gold:{self._query_id}"
+        app_id = f"kappalake:{self.ctx.pipeline.name}:gold:{self.query_id}"
         base = self.high_water.before(batch_id)
         events = stamp(intake_rows(batch.where(F.size("_errors") == 0), self.ctx, self.key), self.ctx, base)
         events = events.persist()
@@ -169,16 +160,6 @@ def late_rows(events: DataFrame, ctx: RunContext, batch_id: int) -> DataFrame:
                              "batch_id": F.lit(batch_id).cast("long"), "detected_at": F.current_timestamp()})
 
 
-def gold_source(spark: SparkSession, ctx: RunContext) -> DataFrame:
-    if ctx.pipeline.gold.source == "bronze":
-        path = ctx.table_path("bronze")
-        ensure_bronze_table(spark, path)
-        return records_from_bronze(spark.readStream.format("delta").load(path))
-    from kappalake.io.kafka.reader import read_kafka_stream
-
-    return records_from_kafka(read_kafka_stream(spark, ctx))
-
-
 def _require_views(ctx: RunContext) -> None:
     if not ctx.pipeline.gold.views:
         raise ConfigError(f"pipeline {ctx.pipeline.name!r} declares no gold views (gold.views); nothing to run "
@@ -190,7 +171,7 @@ def start_gold_intake(spark: SparkSession, ctx: RunContext, trigger: Trigger) ->
     _require_views(ctx)
     pipeline = ctx.pipeline
     key = pii_key(ctx)
-    parsed = parse_events(gold_source(spark, ctx), pipeline.events)
+    parsed = parse_events(source_records(spark, ctx, pipeline.gold.source), pipeline.events)
     time_column = pipeline.events.time if pipeline.silver.dedupe_time == "event_time" else "kafka_timestamp"
     deduped = dedupe_within_watermark(with_dedupe_columns(parsed, pipeline.events.id, time_column),
                                       pipeline.silver.watermark)
@@ -219,6 +200,16 @@ def view_frame(events: DataFrame, ctx: RunContext, view: GoldViewConfig) -> Data
     return aggregate_windows(framed.withWatermark("window_end", f"{int(lag)} seconds"), view)
 
 
+def bounded(frame: DataFrame, ctx: RunContext) -> DataFrame:
+    """A bounded replay writes only windows wholly inside its time range (``ctx.window_from/to``): a
+    window it sees only part of would overwrite the complete live row."""
+    if ctx.window_from is not None:
+        frame = frame.where(F.col("window_start") >= F.lit(ctx.window_from))
+    if ctx.window_to is not None:
+        frame = frame.where(F.col("window_end") <= F.lit(ctx.window_to))
+    return frame
+
+
 def gold_table(frame: DataFrame, view: GoldViewConfig) -> GoldTable:
     return GoldTable.from_schema(view.clickhouse.table, frame.schema, tuple(view.group_by))
 
@@ -232,7 +223,7 @@ def start_gold_views(spark: SparkSession, ctx: RunContext, trigger: Trigger,
     queries = []
     for name, view in ctx.pipeline.gold.views.items():
         events = spark.readStream.format("delta").load(ctx.table_path(EVENTS_TABLE))
-        frame = view_frame(events, ctx, view)
+        frame = bounded(view_frame(events, ctx, view), ctx)
         table = gold_table(frame, view)
         ensure_table(ch, table)
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from kappalake.errors import BrokerUnreachableError, KappalakeError
+from kappalake.io import hadoopfs
 from kappalake.io.delta.stream import Trigger
 from kappalake.io.kafka.admin import end_offsets, wait_until_ready
 from kappalake.io.kafka.reader import kafka_source_options
@@ -74,12 +75,36 @@ def _start_layer(spark: SparkSession, ctx: RunContext, layer: str, trigger: Trig
     return start_bronze(spark, ctx, trigger)
 
 
+def checkpoints(ctx: RunContext, layers: Sequence[str]) -> list[str]:
+    """Every checkpoint the queries of ``layers`` use in this run."""
+    paths = []
+    for layer in layers:
+        paths.append(ctx.checkpoint_path(layer))
+        if layer == "gold":
+            paths += [ctx.checkpoint_path(f"gold.{view}") for view in ctx.pipeline.gold.views]
+    return paths
+
+
+def refuse_start_position_on_checkpoint(spark: SparkSession, ctx: RunContext, layers: Sequence[str]) -> None:
+    """A start position applies to a first start only: a checkpoint already decides where a query goes on."""
+    for path in checkpoints(ctx, layers):
+        if hadoopfs.list_names(spark, f"{path}/offsets"):
+            raise KappalakeError(
+                f"a start position was given but the checkpoint {path} exists: the query continues from its "
+                "checkpoint and would ignore it. To reprocess a range next to the live query, use 'kappalake "
+                f"backfill {ctx.pipeline.name} --layer ...'; to start over, stop the job and delete the checkpoint "
+                "(and the tables it wrote) first")
+
+
 def run_pipeline(ctx: RunContext, layers: Sequence[str], trigger: Trigger,
-                 spark: SparkSession | None = None, timeout: float | None = None) -> RunResult:
+                 spark: SparkSession | None = None, timeout: float | None = None,
+                 on_progress: Callable[[ProgressTracker], None] | None = None) -> RunResult:
     """Start ``layers`` and wait: until drained with ``available_now``, else until a query stops or fails."""
     check_source(ctx)
     spark = spark or build_spark(ctx.target, app_name=f"kappalake-{ctx.pipeline.name}")
     versions = require_connectors(spark)
+    if ctx.start_offsets is not None and not ctx.replay:
+        refuse_start_position_on_checkpoint(spark, ctx, layers)
     tracker = ProgressTracker()
     monitor = DataLossMonitor.for_source(ctx.bootstrap_servers(), kafka_source_options(ctx), ctx.kafka_options)
     started = time.monotonic()
@@ -87,6 +112,9 @@ def run_pipeline(ctx: RunContext, layers: Sequence[str], trigger: Trigger,
     try:
         for layer in layers:
             batch_metrics.reset(f"{ctx.pipeline.name}.{layer}")
+            if layer == "gold":
+                for view in ctx.pipeline.gold.views:
+                    batch_metrics.reset(f"{ctx.pipeline.name}.gold.{view}")
             write_run_record(ctx.runs_dir, layer, pipeline=ctx.pipeline.name,
                              versions=versions.as_dict(), started_at=time.time(), finished_at=None,
                              trigger="availableNow" if trigger.available_now else trigger.interval,
@@ -96,9 +124,9 @@ def run_pipeline(ctx: RunContext, layers: Sequence[str], trigger: Trigger,
             from kappalake.pipelines.gold import start_gold_views
 
             if trigger.available_now:  # the views drain what the intake wrote: let it finish first
-                _await(spark, queries, tracker, timeout, monitor)
+                _await(spark, queries, tracker, timeout, monitor, on_progress)
             queries.extend(start_gold_views(spark, ctx, trigger))
-        _await(spark, queries, tracker, timeout, monitor)
+        _await(spark, queries, tracker, timeout, monitor, on_progress)
     except Exception as exc:
         message = _failure_message(exc, ctx)
         for layer in layers:
@@ -127,10 +155,13 @@ def run_pipeline(ctx: RunContext, layers: Sequence[str], trigger: Trigger,
 
 
 def _await(spark: SparkSession, queries: list[StreamingQuery], tracker: ProgressTracker,
-           timeout: float | None, monitor: DataLossMonitor | None = None) -> None:
+           timeout: float | None, monitor: DataLossMonitor | None = None,
+           on_progress: Callable[[ProgressTracker], None] | None = None) -> None:
     deadline = None if timeout is None else time.monotonic() + timeout
     while any(q.isActive for q in queries):
         tracker.observe(queries)
+        if on_progress is not None:
+            on_progress(tracker)
         if monitor is not None:
             monitor.observe(queries)
         for query in queries:

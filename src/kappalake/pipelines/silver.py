@@ -11,18 +11,18 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from typing import TYPE_CHECKING
 
 from pyspark.sql import functions as F
 
-from kappalake.errors import ConfigError, KappalakeError
-from kappalake.io.delta.batch import append_idempotent, merge_latest, table_exists
+from kappalake.errors import ConfigError
+from kappalake.io.delta.batch import append_idempotent, merge_insert_only, merge_latest, table_exists
 from kappalake.io.delta.stream import Trigger
 from kappalake.io.kafka.admin import TopicSpec, ensure_topics
-from kappalake.io.kafka.reader import read_kafka_stream
+from kappalake.io.kafka.reader import read_kafka_stream, within_offsets
 from kappalake.ops import batch_metrics
 from kappalake.pipelines.bronze import ensure_bronze_table
+from kappalake.runtime.binding import QueryBinding
 from kappalake.runtime.context import RunContext
 from kappalake.transforms.dead_letter import to_dead_letter
 from kappalake.transforms.parse import parse_events
@@ -35,6 +35,9 @@ if TYPE_CHECKING:
     from pyspark.sql.streaming import StreamingQuery
 
 log = logging.getLogger(__name__)
+
+#: A dead letter is one source record.
+DEAD_LETTER_KEY = ("source_topic", "source_partition", "source_offset")
 
 
 def pii_key(ctx: RunContext) -> bytes | None:
@@ -51,26 +54,19 @@ def pii_key(ctx: RunContext) -> bytes | None:
     return value.encode()
 
 
-class SilverBatchWriter:
+class SilverBatchWriter(QueryBinding):
     """The ``foreachBatch`` function of the silver query."""
 
     def __init__(self, ctx: RunContext, key: bytes | None) -> None:
+        super().__init__()
         self.ctx = ctx
         self.key = key
         self.query_name = f"{ctx.pipeline.name}.silver"
-        self._query_id: str | None = None
-        self._bound = threading.Event()
-
-    def bind(self, query_id: str) -> None:
-        """Called right after start(): the query id names this checkpoint's transactions."""
-        self._query_id = query_id
-        self._bound.set()
 
     @property
     def app_id(self) -> str:
-        if not self._bound.wait(timeout=120):
-            raise KappalakeError("silver batch started before its query id was known")
-        return f"kappalake:{self.ctx.pipeline.name}:silver:{self._query_id}"
+        """The txn app id: the query id names this checkpoint's transactions."""
+        return f"kappalake:{self.ctx.pipeline.name}:silver:{self.query_id}"
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         pipeline = self.ctx.pipeline
@@ -91,11 +87,15 @@ class SilverBatchWriter:
                 merge_latest(latest_by_key(rows, pipeline.silver.merge_key, pipeline.silver.sequence_column),
                              silver_path, pipeline.silver.merge_key, pipeline.silver.sequence_column, app_id,
                              batch_id)
+            elif self.ctx.replay:  # a backfill inserts only events the table does not hold yet
+                merge_insert_only(rows, silver_path, [pipeline.events.id], app_id, batch_id)
             else:
                 append_idempotent(rows, silver_path, app_id, batch_id)
             dead = to_dead_letter(rejected, pipeline.name, pipeline.version)
             dlq_path = self.ctx.table_path("dead_letter")
-            if dead_count or not table_exists(batch.sparkSession, dlq_path):
+            if self.ctx.replay and dead_count:
+                merge_insert_only(dead, dlq_path, DEAD_LETTER_KEY, app_id, batch_id)
+            elif dead_count or not table_exists(batch.sparkSession, dlq_path):
                 append_idempotent(dead, dlq_path, app_id, batch_id)
             if dead_count and pipeline.dead_letter.kafka_topic:
                 publish_dead_letters(dead, self.ctx, pipeline.dead_letter.kafka_topic)
@@ -119,12 +119,16 @@ def publish_dead_letters(dead: DataFrame, ctx: RunContext, topic: str) -> None:
      .options(**options).option("kafka.bootstrap.servers", ctx.bootstrap_servers()).option("topic", topic).save())
 
 
-def silver_source(spark: SparkSession, ctx: RunContext) -> DataFrame:
-    """Records from Kafka (default) or streamed from the bronze table (``silver.source: bronze``)."""
-    if ctx.pipeline.silver.source == "bronze":
+def source_records(spark: SparkSession, ctx: RunContext, source: str) -> DataFrame:
+    """Records from Kafka (``kafka``) or streamed from the bronze table (``bronze``), within the run's
+    offset bounds."""
+    if source == "bronze":
         path = ctx.table_path("bronze")
         ensure_bronze_table(spark, path)
-        return records_from_bronze(spark.readStream.format("delta").load(path))
+        records = records_from_bronze(spark.readStream.format("delta").load(path))
+        if ctx.start_offsets is not None or ctx.end_offsets is not None:
+            records = records.where(within_offsets(ctx.start_offsets, ctx.end_offsets))
+        return records
     return records_from_kafka(read_kafka_stream(spark, ctx))
 
 
@@ -132,7 +136,7 @@ def start_silver(spark: SparkSession, ctx: RunContext, trigger: Trigger) -> Stre
     """Start the silver streaming query for ``ctx.pipeline``."""
     key = pii_key(ctx)
     pipeline = ctx.pipeline
-    parsed = parse_events(silver_source(spark, ctx), pipeline.events)
+    parsed = parse_events(source_records(spark, ctx, pipeline.silver.source), pipeline.events)
     if pipeline.silver.mode == "append":
         time_column = pipeline.events.time if pipeline.silver.dedupe_time == "event_time" else "kafka_timestamp"
         parsed = dedupe_within_watermark(with_dedupe_columns(parsed, pipeline.events.id, time_column),

@@ -93,13 +93,24 @@ def ensure_table(ch: ClickHouse, table: GoldTable) -> list[str]:
                                   "currentDatabase() AND name = {t:String}", {"t": table.name})[0]
     advice = (f"keep the old results under their table and give the view a new clickhouse.table, or drop "
               f"`{table.name}` and backfill")
-    if not str(engine).startswith("ReplacingMergeTree(version)"):
+    engine = str(engine)
+    replicated = engine.startswith(("ReplicatedReplacingMergeTree(", "SharedReplacingMergeTree("))
+    versioned = engine.split(")")[0].replace(" ", "").endswith((
+        "ReplacingMergeTree(version", ",version"))  # ClickHouse Cloud and Replicated databases add arguments
+    if not (engine.startswith(("ReplacingMergeTree(", "ReplicatedReplacingMergeTree(", "SharedReplacingMergeTree("))
+            and versioned):
         raise SchemaConflict(f"ClickHouse table `{table.name}` exists with engine {engine!r}, not "
                              f"ReplacingMergeTree(version); {advice}")
     if _normal(sorting_key) != _normal(", ".join(table.sorting_key)):
         raise SchemaConflict(f"ClickHouse table `{table.name}` is ordered by ({sorting_key}) but the view's group "
                              f"keys need ({', '.join(table.sorting_key)}); the group_by changed: {advice}")
     statements = []
+    if not replicated and "non_replicated_deduplication_window" not in engine:
+        # Without it, insert_deduplication_token does nothing and a replayed batch would insert twice.
+        statement = (f"ALTER TABLE `{table.name}` MODIFY SETTING "
+                     f"non_replicated_deduplication_window = {DEDUP_WINDOW}")
+        ch.command(statement)
+        statements.append(statement)
     for name, type_name in table.columns:
         if name in existing:
             if _normal(existing[name]) != _normal(type_name):

@@ -21,9 +21,10 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from kappalake.errors import ClickHouseUnavailable, KappalakeError
+from kappalake.errors import ClickHouseUnavailable
 from kappalake.io.clickhouse.client import ClickHouse, redact
 from kappalake.io.clickhouse.schema import GoldTable
+from kappalake.runtime.binding import QueryBinding
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # Server error codes worth retrying: timeouts, network, memory, too many parts/queries, read-only replica.
-TRANSIENT_CODES = {3, 159, 160, 164, 202, 209, 210, 236, 241, 242, 252, 285, 319, 425, 999}
+TRANSIENT_CODES = {3, 159, 202, 209, 210, 236, 241, 242, 252, 285, 319, 425, 999}
 _CODE = re.compile(r"Code: (\d+)")
 
 
@@ -43,8 +44,11 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, (OperationalError, ConnectionError, TimeoutError)):
         return True
     if isinstance(exc, DatabaseError):
-        match = _CODE.search(str(exc))
-        return bool(match and int(match.group(1)) in TRANSIENT_CODES)
+        code = getattr(exc, "code", None)
+        if code is None:
+            match = _CODE.search(str(exc))
+            code = int(match.group(1)) if match else None
+        return code in TRANSIENT_CODES
     return False
 
 
@@ -73,11 +77,12 @@ class VersionClock:
             return self._last
 
 
-class GoldSink:
+class GoldSink(QueryBinding):
     """The ``foreachBatch`` function of one gold view's query."""
 
     def __init__(self, ch: ClickHouse, table: GoldTable, chunk_rows: int = 100_000,
                  retry: RetryPolicy | None = None, on_written: Callable[[int, int], None] | None = None) -> None:
+        super().__init__()
         self.ch = ch
         self.table = table
         self.chunk_rows = chunk_rows
@@ -85,17 +90,8 @@ class GoldSink:
         self.on_written = on_written
         floor = ch.rows(f"SELECT max(version) FROM `{table.name}`")[0][0] or 0
         self.clock = VersionClock(int(floor))
-        self._query_id: str | None = None
-        self._bound = threading.Event()
-
-    def bind(self, query_id: str) -> None:
-        """Called right after start(): the query id makes the deduplication tokens of this checkpoint."""
-        self._query_id = query_id
-        self._bound.set()
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
-        if not self._bound.wait(timeout=120):
-            raise KappalakeError(f"gold batch for {self.table.name} started before its query id was known")
         rows = self.write(batch.toArrow(), batch_id)
         if self.on_written is not None:
             self.on_written(batch_id, rows)
@@ -112,7 +108,7 @@ class GoldSink:
         data = data.append_column("version", pa.array([version] * data.num_rows, pa.uint64()))
         data = data.append_column("updated_at", pa.array([now] * data.num_rows, pa.timestamp("ms", tz="UTC")))
         for chunk, start in enumerate(range(0, data.num_rows, self.chunk_rows)):
-            token = f"{self.table.name}:{self._query_id}:{batch_id}:{chunk}"
+            token = f"{self.table.name}:{self.query_id}:{batch_id}:{chunk}"
             self._insert(data.slice(start, self.chunk_rows), token)
         return int(data.num_rows)
 

@@ -50,6 +50,25 @@ def create_if_missing(df: DataFrame, path: str, partition_by: Sequence[str] = ()
     builder.execute()
 
 
+def merge_insert_only(df: DataFrame, path: str, keys: Sequence[str], app_id: str, version: int,
+                      prune: str | None = None) -> None:
+    """Insert the rows of ``df`` whose ``keys`` the table at ``path`` does not hold yet (a replay never
+    duplicates), idempotent per (app_id, version). ``prune`` (SQL on ``t``) narrows the files read."""
+    from delta.tables import DeltaTable
+
+    spark = df.sparkSession
+    create_if_missing(df, path)
+    condition = " AND ".join([f"t.`{k}` <=> s.`{k}`" for k in keys] + ([prune] if prune else []))
+    spark.conf.set(_TXN_APP, app_id)
+    spark.conf.set(_TXN_VERSION, str(version))
+    spark.conf.set(_TXN_RESET, "true")
+    try:
+        DeltaTable.forPath(spark, path).alias("t").merge(df.alias("s"), condition).whenNotMatchedInsertAll().execute()
+    finally:
+        spark.conf.unset(_TXN_APP)
+        spark.conf.unset(_TXN_VERSION)
+
+
 def merge_latest(df: DataFrame, path: str, keys: Sequence[str], sequence: str, app_id: str, version: int) -> None:
     """Upsert ``df`` (one row per key) into ``path``: insert new keys, update a key only when the
     incoming ``sequence`` is greater (out-of-order and replay safe), idempotent per (app_id, version)."""

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from kappalake.runtime.context import RunContext
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql import Column, DataFrame, SparkSession
 
 DEFAULT_OPTIONS = {"startingOffsets": "earliest", "failOnDataLoss": "true", "includeHeaders": "true"}
 
@@ -19,6 +19,13 @@ def kafka_source_options(ctx: RunContext) -> dict[str, str]:
     options = dict(DEFAULT_OPTIONS)
     options.update(ctx.target.kafka.options)
     options.update(source.options)
+    if ctx.max_offsets_per_trigger is not None:
+        options["maxOffsetsPerTrigger"] = str(ctx.max_offsets_per_trigger)
+    if ctx.start_offsets is not None:
+        options["startingOffsets"] = json.dumps(
+            {topic: {str(p): offset for p, offset in parts.items()} for topic, parts in ctx.start_offsets.items()})
+        for name in ("startingTimestamp", "startingOffsetsByTimestamp"):
+            options.pop(name, None)
     options["kafka.bootstrap.servers"] = ctx.bootstrap_servers()
     if source.subscribe:
         options["subscribe"] = ",".join(source.subscribe)
@@ -30,5 +37,27 @@ def kafka_source_options(ctx: RunContext) -> dict[str, str]:
 
 
 def read_kafka_stream(spark: SparkSession, ctx: RunContext) -> DataFrame:
-    """A streaming DataFrame over the pipeline's topics (Spark's Kafka source schema)."""
-    return spark.readStream.format("kafka").options(**kafka_source_options(ctx)).load()
+    """A streaming DataFrame over the pipeline's topics (Spark's Kafka source schema); a bounded run
+    (``ctx.end_offsets``) keeps only the records before its end offsets."""
+    records = spark.readStream.format("kafka").options(**kafka_source_options(ctx)).load()
+    if ctx.end_offsets is None:
+        return records
+    return records.where(within_offsets(None, ctx.end_offsets))
+
+
+def within_offsets(starts: dict[str, dict[int, int]] | None, ends: dict[str, dict[int, int]] | None) -> Column:
+    """True for records at or after their partition's start and before its (exclusive) end; partitions
+    missing from a given mapping are excluded."""
+    from pyspark.sql import functions as F
+
+    bounds = ends if ends is not None else starts or {}
+    condition = F.lit(False)
+    for topic, partitions in bounds.items():
+        for partition in partitions:
+            part = (F.col("topic") == topic) & (F.col("partition") == partition)
+            if starts is not None:
+                part = part & (F.col("offset") >= starts.get(topic, {}).get(partition, 0))
+            if ends is not None:
+                part = part & (F.col("offset") < ends[topic][partition])
+            condition = condition | part
+    return condition

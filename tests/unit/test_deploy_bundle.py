@@ -26,7 +26,7 @@ import yaml
 from kappalake import versions
 from kappalake.config.loader import load_pipeline, load_target, pipeline_files
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CONF = REPO / "conf"
 LAYERS = ("bronze", "silver", "gold")
 REFERENCE_PIPELINES = ("payments", "iot")

@@ -23,7 +23,7 @@ from kappalake.config.loader import load_pipeline, load_target, pipeline_files
 from kappalake.runtime.context import RunContext
 from kappalake.runtime.paths import HomeLayout
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CONF = REPO / "conf"
 K8S = REPO / "deploy" / "k8s"
 LAYERS = ("bronze", "silver", "gold")

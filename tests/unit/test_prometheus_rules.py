@@ -12,7 +12,7 @@ import yaml
 
 from kappalake.ops.metrics import PipelineMetrics
 
-RULES_DIR = Path(__file__).resolve().parents[1] / "deploy" / "prometheus"
+RULES_DIR = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
 INSTALL = ("promtool not found on PATH. Install it with `apt-get install -y --no-install-recommends prometheus` "
            "(the Debian/Ubuntu package `prometheus` ships /usr/bin/promtool); scripts/setup.sh should do this.")
 TIERS = {"P0": "page", "P1": "ticket", "P2": "info"}
