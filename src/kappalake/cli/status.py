@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import time
 from datetime import datetime, timezone
 
 import typer
+from rich.console import Group
 from rich.table import Table
 
 from kappalake import versions
@@ -24,15 +27,67 @@ def _when(epoch: float | None) -> str:
     return datetime.fromtimestamp(epoch, timezone.utc).strftime("%H:%M:%S")
 
 
+def _alive(pid: object) -> bool:
+    if not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
+
+
+def _state(record: dict) -> str:
+    if not record:
+        return "never run"
+    if record.get("finished_at") is None and _alive(record.get("pid")):
+        return "[green]running[/]"
+    return "[red]failed[/]" if record.get("error") else "stopped"
+
+
+def _live_columns(record: dict) -> list[str]:
+    live = record.get("live") or {}
+    lag = live.get("lag") or {}
+    rate = live.get("processed_rows_per_second")
+    latency = live.get("latency_p95_s")
+    return [
+        str(live.get("last_batch_at") or "-").replace("T", " ")[:19],
+        f"{rate:,.0f}" if isinstance(rate, (int, float)) else "-",
+        " ".join(f"{k.rsplit('/', 1)[1]}:{v}" for k, v in sorted(lag.items())) or "-",
+        str(live.get("watermark") or "-").replace("T", " ")[:19],
+        f"{latency:,.1f}s" if isinstance(latency, (int, float)) else "-",
+    ]
+
+
 def command(ctx: typer.Context,
-            pipeline: str | None = typer.Argument(None, help="Pipeline name; all pipelines when omitted.")) -> None:
-    """Show the local stack, the Spark/Delta/Kafka versions, and each pipeline layer's last run and table."""
+            pipeline: str | None = typer.Argument(None, help="Pipeline name; all pipelines when omitted."),
+            watch: bool = typer.Option(False, "--watch", help="Refresh every 2 seconds until Ctrl-C."),
+            ) -> None:
+    """Per layer: running or not, last batch, rows/s, lag per partition, watermark, latency p95,
+    dead letters, tables; plus the local stack and the Spark/Delta/Kafka versions."""
+    if not watch:
+        console.print(render(ctx, pipeline))
+        return
+    from rich.live import Live
+
+    with Live(render(ctx, pipeline), console=console, refresh_per_second=1) as live:
+        try:
+            while True:
+                time.sleep(2)
+                live.update(render(ctx, pipeline))
+        except KeyboardInterrupt:
+            pass
+
+
+def render(ctx: typer.Context, pipeline: str | None) -> Group:
+    """Everything ``status`` shows, as one renderable."""
+    out: list = []
     options = global_options(ctx)
     project = load_project(options.conf_dir, options.target)
     layout = HomeLayout.from_env()
     stack = LocalStack(layout).status()
-    console.print(f"target [bold]{project.target.name}[/], data dir {layout.home}, local Kafka broker: "
-                  f"[bold]{stack.state}[/]" + (f" at {stack.bootstrap_servers}" if stack.bootstrap_servers else ""))
+    out.append(f"target [bold]{project.target.name}[/], data dir {layout.home}, local Kafka broker: "
+               f"[bold]{stack.state}[/]" + (f" at {stack.bootstrap_servers}" if stack.bootstrap_servers else ""))
     pinned = Table(title="versions", show_header=True)
     for column in ("component", "pinned", "last run"):
         pinned.add_column(column)
@@ -44,20 +99,26 @@ def command(ctx: typer.Context,
     running: dict[str, str] = {}
     layers = Table(title="layers")
     layers.add_column("layer", no_wrap=True)
+    layers.add_column("state", no_wrap=True)
     layers.add_column("last run (UTC)", no_wrap=True)
     for column in ("batches", "rows in", "table rows"):
         layers.add_column(column, justify="right", no_wrap=True)
+    live = Table(title="live (last batch of each layer)")
+    for column in ("layer", "last batch (UTC)", "rows/s", "lag partition:offsets", "watermark", "p95 latency"):
+        live.add_column(column)
     errors: list[str] = []
     for name in names:
         run_ctx = RunContext(project.pipelines[name], project.target, layout)
         for layer in LAYERS:
             record = read_run_record(run_ctx.runs_dir, layer) or {}
             running = record.get("versions") or running
-            stats = delta_table_stats(run_ctx.table_path(layer))
             span = f"{_when(record.get('started_at'))}-{_when(record.get('finished_at'))}" if record else "-"
-            layers.add_row(f"{name}.{layer}", span,
+            table_name = "gold_events" if layer == "gold" else layer
+            stats = delta_table_stats(run_ctx.table_path(table_name))
+            layers.add_row(f"{name}.{layer}", _state(record), span,
                            str(record.get("batches", "-")), str(record.get("input_rows", "-")),
                            str(stats.rows) if stats else "-")
+            live.add_row(f"{name}.{layer}", *_live_columns(record))
             if record.get("lost_offsets"):
                 errors.append(f"{name}.{layer} last run skipped {record['lost_offsets']} offsets no longer in Kafka")
             if record.get("error"):
@@ -67,15 +128,14 @@ def command(ctx: typer.Context,
                                   ("Spark Kafka connector", versions.SPARK_VERSION, "kafka_connector"),
                                   ("kafka-clients (Spark side)", "-", "kafka_clients"),
                                   ("Kafka broker (local stack)", versions.KAFKA_BROKER_VERSION, None),
-                                  ("connector path", "jvm", "connector_path")):
+                                  ("connector path", "jvm (spark-sql-kafka-0-10)", "connector_path")):
         pinned.add_row(component, value, running.get(key, "-") if key else
                        (stack.broker.version if stack.broker else "-"))
-    console.print(pinned)
-    console.print(layers)
+    out += [pinned, layers, live]
     for name in names:
         dead = delta_table_stats(RunContext(project.pipelines[name], project.target, layout).table_path("dead_letter"))
         if dead is not None:
-            console.print(f"{name}: {dead.rows} records in the dead-letter table "
-                          f"('kappalake dlq {name} list' shows them)")
-    for line in errors:
-        console.print(f"[red]{line}[/]")
+            out.append(f"{name}: {dead.rows} records in the dead-letter table "
+                       f"('kappalake dlq {name} list' shows them)")
+    out += [f"[red]{line}[/]" for line in errors]
+    return Group(*out)

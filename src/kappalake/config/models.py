@@ -366,6 +366,13 @@ class SparkConfig(StrictModel):
     conf: dict[str, str] = Field(default_factory=dict)
 
 
+class MonitoringConfig(StrictModel):
+    port: int | None = Field(default=None, ge=0, le=65535,
+                             description="Prometheus /metrics port of a running job; 0 picks a free one; none: off.")
+    host: str = Field(default="127.0.0.1", description="Address the metrics endpoint binds (0.0.0.0 in containers).")
+    clickhouse_table: bool = Field(default=True, description="Also write per-batch rows to kappalake_metrics.")
+
+
 class TargetConfig(StrictModel):
     """Where a pipeline runs: brokers, storage, ClickHouse and Spark settings for one environment."""
 
@@ -374,3 +381,4 @@ class TargetConfig(StrictModel):
     storage: StorageConfig
     clickhouse: ClickHouseConfig
     spark: SparkConfig = Field(default_factory=SparkConfig)
+    monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)

@@ -6,12 +6,12 @@ one row. Columns are documented in :data:`COLUMNS`.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
 from kappalake.io.clickhouse.client import ClickHouse
+from kappalake.ops.metrics import kafka_offsets
 
 TABLE = "kappalake_metrics"
 
@@ -58,19 +58,8 @@ def _time(value: str | None) -> datetime | None:
 def _lag(sources: list[Mapping[str, Any]]) -> int:
     total = 0
     for source in sources:
-        latest, end = source.get("latestOffset"), source.get("endOffset")
-        if not latest or not end:
-            continue
-        latest = json.loads(latest) if isinstance(latest, str) else latest
-        end = json.loads(end) if isinstance(end, str) else end
-        if not isinstance(latest, dict) or not isinstance(end, dict):
-            continue
-        for topic, partitions in latest.items():
-            if isinstance(partitions, dict):
-                for partition, offset in partitions.items():
-                    done = end.get(topic, {}).get(partition) if isinstance(end.get(topic), dict) else None
-                    if isinstance(offset, int) and isinstance(done, int):
-                        total += max(0, offset - done)
+        latest, end = kafka_offsets(source.get("latestOffset")), kafka_offsets(source.get("endOffset"))
+        total += sum(max(0, offset - end[key]) for key, offset in latest.items() if key in end)
     return total
 
 

@@ -7,6 +7,7 @@ involved); batches already seen are skipped by batch id, so polling often is har
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +29,8 @@ class ProgressTracker:
     totals: dict[str, QueryTotals] = field(default_factory=dict)
     history: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     max_history: int = 1000
+    #: Called with every progress record the first time it is folded (metrics, status).
+    on_new: Callable[[dict[str, Any]], None] | None = None
     _seen: dict[str, set[tuple[str, int]]] = field(default_factory=dict)
 
     def fold(self, progress: dict[str, Any]) -> None:
@@ -48,6 +51,8 @@ class ProgressTracker:
             totals.last_batch_id = batch[1]
             totals.last_batch_time = progress.get("timestamp")
             totals.last_rows_per_second = float(progress.get("processedRowsPerSecond") or 0.0)
+        if self.on_new is not None:
+            self.on_new(progress)
 
     def observe(self, queries: list[Any]) -> None:
         """Fold the recent progress of each query."""

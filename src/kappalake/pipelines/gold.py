@@ -34,6 +34,7 @@ from kappalake.io.clickhouse.sink import GoldSink
 from kappalake.io.delta.batch import append_idempotent, create_if_missing, table_exists
 from kappalake.io.delta.stream import Trigger
 from kappalake.ops import batch_metrics
+from kappalake.ops.latency import event_time_quantiles, latency_after_commit
 from kappalake.pipelines.silver import pii_key, source_records
 from kappalake.runtime.binding import QueryBinding
 from kappalake.runtime.context import RunContext
@@ -116,6 +117,7 @@ class GoldIntakeWriter(QueryBinding):
             late = late.persist()
             late_count = late.count()
             stats = events.agg(F.count(F.lit(1)).alias("rows"),
+                               event_time_quantiles(F.col(self.ctx.pipeline.events.time)).alias("_event_times"),
                                *[F.max(c).cast("string").alias(c) for c in time_columns(self.ctx)]).first()
             late_path = self.ctx.table_path(LATE_TABLE)
             if late_count or not table_exists(batch.sparkSession, late_path):
@@ -128,6 +130,7 @@ class GoldIntakeWriter(QueryBinding):
                     high[column] = stats[column]
             self.high_water.record(batch_id, high)
             batch_metrics.add(self.query_name, valid_rows=int(stats["rows"]), late_rows=late_count)
+            batch_metrics.set_latency(self.query_name, **latency_after_commit(stats["_event_times"]))
             if late_count:
                 log.warning("%s batch %d: %d (event, window) pairs arrived after their window closed; "
                             "recorded in %s", self.query_name, batch_id, late_count, late_path)

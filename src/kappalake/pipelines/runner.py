@@ -15,6 +15,7 @@ from kappalake.io.kafka.reader import kafka_source_options
 from kappalake.ops import batch_metrics
 from kappalake.ops.dataloss import DataLossMonitor, broker_log_starts
 from kappalake.ops.failures import explain_query_failure
+from kappalake.ops.monitor import RunMonitor
 from kappalake.ops.progress import ProgressTracker, QueryTotals
 from kappalake.ops.runinfo import write_run_record
 from kappalake.runtime.context import RunContext
@@ -105,7 +106,9 @@ def run_pipeline(ctx: RunContext, layers: Sequence[str], trigger: Trigger,
     versions = require_connectors(spark)
     if ctx.start_offsets is not None and not ctx.replay:
         refuse_start_position_on_checkpoint(spark, ctx, layers)
-    tracker = ProgressTracker()
+    run_monitor = RunMonitor(ctx)
+    run_monitor.start()
+    tracker = ProgressTracker(on_new=run_monitor.on_progress)
     monitor = DataLossMonitor.for_source(ctx.bootstrap_servers(), kafka_source_options(ctx), ctx.kafka_options)
     started = time.monotonic()
     queries: list[StreamingQuery] = []
@@ -129,6 +132,9 @@ def run_pipeline(ctx: RunContext, layers: Sequence[str], trigger: Trigger,
         _await(spark, queries, tracker, timeout, monitor, on_progress)
     except Exception as exc:
         message = _failure_message(exc, ctx)
+        for query in queries:
+            if query.exception() is not None:
+                run_monitor.failed(query.name or ctx.pipeline.name, message, str(query.runId))
         for layer in layers:
             write_run_record(ctx.runs_dir, layer, finished_at=time.time(), error=message,
                              lost_offsets=monitor.lost_offsets(f"{ctx.pipeline.name}.{layer}"))
@@ -141,6 +147,7 @@ def run_pipeline(ctx: RunContext, layers: Sequence[str], trigger: Trigger,
                 query.stop()
         tracker.observe(queries)
         monitor.observe(queries)
+        run_monitor.close()
     totals = tracker.totals
     for layer in layers:
         layer_totals = totals.get(f"{ctx.pipeline.name}.{layer}")

@@ -21,11 +21,12 @@ from kappalake.io.delta.stream import Trigger
 from kappalake.io.kafka.admin import TopicSpec, ensure_topics
 from kappalake.io.kafka.reader import read_kafka_stream, within_offsets
 from kappalake.ops import batch_metrics
+from kappalake.ops.latency import event_time_quantiles, latency_after_commit
 from kappalake.pipelines.bronze import ensure_bronze_table
 from kappalake.runtime.binding import QueryBinding
 from kappalake.runtime.context import RunContext
 from kappalake.transforms.dead_letter import to_dead_letter
-from kappalake.transforms.parse import parse_events
+from kappalake.transforms.parse import field_column, parse_events
 from kappalake.transforms.pii import pseudonymise
 from kappalake.transforms.records import records_from_bronze, records_from_kafka
 from kappalake.transforms.silver import dedupe_within_watermark, latest_by_key, to_silver, with_dedupe_columns
@@ -73,8 +74,10 @@ class SilverBatchWriter(QueryBinding):
         app_id = self.app_id
         batch = batch.persist()
         try:
+            valid_time = F.when(F.size("_errors") == 0, F.col(field_column(pipeline.events.time)))
             counts = batch.agg(F.count_if(F.size("_errors") == 0).alias("valid"),
-                               F.count_if(F.size("_errors") > 0).alias("rejected")).first()
+                               F.count_if(F.size("_errors") > 0).alias("rejected"),
+                               event_time_quantiles(valid_time).alias("event_times")).first()
             valid_count, dead_count = int(counts["valid"]), int(counts["rejected"])  # one pass over the batch
             valid = batch.where(F.size("_errors") == 0)
             rejected = batch.where(F.size("_errors") > 0)
@@ -100,6 +103,7 @@ class SilverBatchWriter(QueryBinding):
             if dead_count and pipeline.dead_letter.kafka_topic:
                 publish_dead_letters(dead, self.ctx, pipeline.dead_letter.kafka_topic)
             batch_metrics.add(self.query_name, valid_rows=valid_count, dead_letter_rows=dead_count)
+            batch_metrics.set_latency(self.query_name, **latency_after_commit(counts["event_times"]))
             if dead_count:
                 log.warning("%s batch %d: %d records dead-lettered", self.query_name, batch_id, dead_count)
         finally:

@@ -1,0 +1,158 @@
+"""Quality config validation and the row-level split: every kind with passing and failing rows."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+
+import pytest
+from chispa import assert_df_equality
+from pydantic import ValidationError
+
+from kappalake.quality.config import ExpectationConfig, QualityConfig
+from kappalake.quality.rows import FAILED, flag_rows, quarantine_dead_letters, row_checks, split_rows
+from kappalake.transforms.dead_letter import DEAD_LETTER_COLUMNS
+
+SCHEMA = "id string, currency string, amount double, country string"
+ROWS = [
+    ("e1", "USD", 10.0, "DE"),   # passes everything
+    ("e2", "XXX", 20.0, "FR"),   # currency not in set
+    ("e3", "EUR", -5.0, "fr"),   # amount below min, country not two capitals
+    (None, None, None, None),    # null id; nulls pass the other kinds
+    ("e1", "GBP", 999.0, "GB"),  # duplicate id, amount above max
+]
+
+
+def quality(*expectations: dict) -> QualityConfig:
+    return QualityConfig.model_validate({"expectations": list(expectations)})
+
+
+# --------------------------------------------------------------------------- config
+
+def test_defaults_follow_the_kind() -> None:
+    cfg = quality({"name": "a", "kind": "not_null", "column": "id"},
+                  {"name": "b", "kind": "unique", "column": "id"},
+                  {"name": "c", "kind": "row_count", "min": 1},
+                  {"name": "d", "kind": "freshness", "column": "ts", "max_lag": "15m"},
+                  {"name": "e", "kind": "sql", "expression": "amount > 0"})
+    assert [(e.level, e.on_fail) for e in cfg.expectations] == [
+        ("row", "quarantine"), ("batch", "record"), ("batch", "record"), ("batch", "record"), ("row", "quarantine")]
+    assert cfg.expectations[3].max_lag == "900 seconds" and cfg.expectations[3].max_lag_seconds == 900
+    assert cfg.engine == "profile" and cfg.results_path is None
+
+
+def test_a_bare_list_is_shorthand() -> None:
+    cfg = QualityConfig.model_validate([{"name": "a", "kind": "not_null", "column": "id"}])
+    assert [e.name for e in cfg.expectations] == ["a"]
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ({"name": "rc", "kind": "row_count", "min": 1, "level": "row"}, "level must be batch"),
+    ({"name": "f", "kind": "freshness", "column": "ts", "max_lag": "1h", "level": "row"}, "level must be batch"),
+    ({"name": "n", "kind": "not_null", "column": "id", "on_fail": "stop"}, "on_fail 'stop' applies to batch-level"),
+    ({"name": "u", "kind": "unique", "column": "id", "on_fail": "quarantine"},
+     "on_fail 'quarantine' applies to row-level"),
+    ({"name": "b", "kind": "between", "column": "amount"}, "needs min, max or both"),
+    ({"name": "b", "kind": "between", "column": "amount", "min": 5, "max": 1}, "min (5) is greater than max (1)"),
+    ({"name": "s", "kind": "in_set", "column": "currency"}, "needs values"),
+    ({"name": "r", "kind": "regex", "column": "country", "pattern": "([A-Z"}, "not a valid regular expression"),
+    ({"name": "n", "kind": "not_null", "column": "id", "values": ["x"]}, "unexpected values"),
+    ({"name": "q", "kind": "sql"}, "needs expression"),
+    ({"name": "q", "kind": "sql", "expression": "a > 1", "column": "a"}, "unexpected column"),
+    ({"name": "rc", "kind": "row_count", "min": 1.5}, "whole numbers"),
+    ({"name": "f", "kind": "freshness", "column": "ts"}, "needs max_lag"),
+    ({"name": "f", "kind": "freshness", "column": "ts", "max_lag": "soon"}, "expected a duration"),
+    ({"name": "bad name", "kind": "not_null", "column": "id"}, "pattern"),
+    ({"name": "x", "kind": "median", "column": "id"}, "kind"),
+    ({"name": "x", "kind": "not_null", "column": "id", "mostly": 0.9}, "Extra inputs are not permitted"),
+])
+def test_invalid_expectations_are_rejected(spec: dict, message: str) -> None:
+    with pytest.raises(ValidationError, match=re.escape(message)):
+        ExpectationConfig.model_validate(spec)
+
+
+def test_names_must_be_unique() -> None:
+    with pytest.raises(ValidationError, match="'a' is used twice"):
+        quality({"name": "a", "kind": "not_null", "column": "id"}, {"name": "a", "kind": "unique", "column": "id"})
+
+
+def test_referenced_columns() -> None:
+    cfg = quality({"name": "a", "kind": "not_null", "column": "id"}, {"name": "c", "kind": "row_count", "max": 9})
+    assert cfg.referenced_columns() == [("a", "id")]
+
+
+# --------------------------------------------------------------------------- row split
+
+@pytest.fixture(scope="module")
+def df(spark):
+    return spark.createDataFrame(ROWS, SCHEMA)
+
+
+@pytest.mark.parametrize(("spec", "failing"), [
+    ({"kind": "not_null", "column": "id"}, [3]),
+    ({"kind": "in_set", "column": "currency", "values": ["USD", "EUR", "GBP"]}, [1]),
+    ({"kind": "between", "column": "amount", "min": 0, "max": 100}, [2, 4]),
+    ({"kind": "between", "column": "amount", "min": 0}, [2]),
+    ({"kind": "regex", "column": "country", "pattern": "^[A-Z]{2}$"}, [2]),
+    ({"kind": "sql", "expression": "amount * 2 < 100 AND currency <> 'XXX'"}, [1, 4]),
+    ({"kind": "unique", "column": "id", "level": "row"}, [0, 4]),
+])
+def test_each_kind_splits_passing_and_failing_rows(spark, df, spec: dict, failing: list[int]) -> None:
+    cfg = quality({"name": "rule", **spec})
+    valid, quarantined = split_rows(df, cfg)
+    expected_valid = spark.createDataFrame([r for i, r in enumerate(ROWS) if i not in failing], SCHEMA)
+    expected_bad = spark.createDataFrame([(*r, ["rule"]) for i, r in enumerate(ROWS) if i in failing],
+                                         f"{SCHEMA}, {FAILED} array<string>")
+    assert_df_equality(valid, expected_valid, ignore_row_order=True, ignore_nullable=True)
+    assert_df_equality(quarantined, expected_bad, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_failed_expectations_lists_every_failed_rule(df) -> None:
+    cfg = quality({"name": "id_present", "kind": "not_null", "column": "id"},
+                  {"name": "known_currency", "kind": "in_set", "column": "currency", "values": ["USD", "EUR", "GBP"]},
+                  {"name": "amount_range", "kind": "between", "column": "amount", "min": 0, "max": 100},
+                  {"name": "country_code", "kind": "regex", "column": "country", "pattern": "^[A-Z]{2}$"},
+                  {"name": "small", "kind": "sql", "expression": "amount < 50", "on_fail": "record"})
+    valid, quarantined = split_rows(df, cfg)
+    assert [r["id"] for r in valid.collect()] == ["e1"]
+    failed = {r["id"] or "null": r[FAILED] for r in quarantined.collect()}
+    assert failed == {"e2": ["known_currency"], "e3": ["amount_range", "country_code"], "null": ["id_present"],
+                      "e1": ["amount_range", "small"]}
+
+
+def test_record_only_failures_stay_valid(df) -> None:
+    cfg = quality({"name": "small", "kind": "sql", "expression": "amount < 50", "on_fail": "record"})
+    valid, quarantined = split_rows(df, cfg)
+    assert valid.count() == len(ROWS) and quarantined.count() == 0
+    flagged = sorted((r["amount"] or 0.0, r[FAILED]) for r in flag_rows(df, cfg).collect())
+    assert flagged == [(-5.0, []), (0.0, []), (10.0, []), (20.0, []), (999.0, ["small"])]
+
+
+def test_no_row_level_expectations_keeps_every_row(df) -> None:
+    cfg = quality({"name": "rc", "kind": "row_count", "min": 1})
+    assert row_checks(cfg) == []
+    valid, quarantined = split_rows(df, cfg)
+    assert valid.count() == len(ROWS) and quarantined.count() == 0 and valid.columns == df.columns
+
+
+def test_quarantined_rows_become_dead_letters_with_original_bytes(spark) -> None:
+    at = datetime(2026, 11, 1, tzinfo=timezone.utc)
+    records = spark.createDataFrame(
+        [(b"k1", b'{"amount": 5}', "payments", 0, 10, at), (b"k2", b'{"amount": -1}', "payments", 1, 11, at)],
+        "key binary, value binary, topic string, partition int, offset long, kafka_timestamp timestamp")
+    silver = spark.createDataFrame([(5.0, "payments", 0, 10), (-1.0, "payments", 1, 11)],
+                                   "amount double, source_topic string, source_partition int, source_offset long")
+    cfg = quality({"name": "positive", "kind": "between", "column": "amount", "min": 0},
+                  {"name": "tiny", "kind": "sql", "expression": "amount > 1"})
+    _, quarantined = split_rows(silver, cfg)
+    dead = quarantine_dead_letters(quarantined, records, cfg, "payments", "3").collect()
+    assert len(dead) == 1
+    row = dead[0].asDict()
+    assert tuple(row) == DEAD_LETTER_COLUMNS
+    assert (row["key"], row["value"], row["source_partition"], row["source_offset"]) == (b"k2", b'{"amount": -1}', 1,
+                                                                                        11)
+    assert row["error_class"] == "quality"
+    assert row["failed_rules"] == ["quality:positive", "quality:tiny"]
+    assert row["error_message"] == ("expectation positive failed: amount >= 0; "
+                                    "expectation tiny failed: amount > 1")
+    assert (row["pipeline"], row["pipeline_version"], row["layer"]) == ("payments", "3", "silver")
