@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -79,11 +80,23 @@ def ensure_pii_key(ctx: RunContext) -> str:
     return f"none found: created a new local key in {path} (as scripts/setup.sh does)"
 
 
-def topic_records(ctx: RunContext) -> int:
-    """Records currently held by the pipeline's topics (high watermark minus log start, all partitions)."""
+def topic_records(ctx: RunContext, timeout: float = 30.0) -> int:
+    """Records currently held by the pipeline's topics (high watermark minus log start, all partitions).
+
+    Retried for ``timeout`` seconds: right after a topic is created the broker may answer offset requests
+    with NOT_LEADER_FOR_PARTITION for a moment, although the metadata names a leader already."""
+    from confluent_kafka import KafkaException
+
     servers = ctx.bootstrap_servers()
-    return sum(high - low for topic in ctx.pipeline.source.topics
-               for low, high in end_offsets(servers, topic, ctx.kafka_options).values())
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return sum(high - low for topic in ctx.pipeline.source.topics
+                       for low, high in end_offsets(servers, topic, ctx.kafka_options).values())
+        except KafkaException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 def spark_session(ctx: RunContext) -> SparkSession:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -99,8 +100,10 @@ def refuse_start_position_on_checkpoint(spark: SparkSession, ctx: RunContext, la
 
 def run_pipeline(ctx: RunContext, layers: Sequence[str], trigger: Trigger,
                  spark: SparkSession | None = None, timeout: float | None = None,
-                 on_progress: Callable[[ProgressTracker], None] | None = None) -> RunResult:
-    """Start ``layers`` and wait: until drained with ``available_now``, else until a query stops or fails."""
+                 on_progress: Callable[[ProgressTracker], None] | None = None,
+                 until: Callable[[ProgressTracker], bool] | None = None) -> RunResult:
+    """Start ``layers`` and wait: until drained with ``available_now``, else until a query stops or fails,
+    ``timeout`` seconds passed, or ``until(progress)`` is true."""
     check_source(ctx)
     spark = spark or build_spark(ctx.target, app_name=f"kappalake-{ctx.pipeline.name}")
     versions = require_connectors(spark)
@@ -121,7 +124,8 @@ def run_pipeline(ctx: RunContext, layers: Sequence[str], trigger: Trigger,
             write_run_record(ctx.runs_dir, layer, pipeline=ctx.pipeline.name,
                              versions=versions.as_dict(), started_at=time.time(), finished_at=None,
                              trigger="availableNow" if trigger.available_now else trigger.interval,
-                             table=ctx.table_path(layer), checkpoint=ctx.checkpoint_path(layer), error=None)
+                             table=ctx.table_path(layer), checkpoint=ctx.checkpoint_path(layer), error=None,
+                             pid=os.getpid(), live=None, metrics_port=run_monitor.port)
             queries.append(_start_layer(spark, ctx, layer, trigger))
         if "gold" in layers:
             from kappalake.pipelines.gold import start_gold_views
@@ -129,7 +133,7 @@ def run_pipeline(ctx: RunContext, layers: Sequence[str], trigger: Trigger,
             if trigger.available_now:  # the views drain what the intake wrote: let it finish first
                 _await(spark, queries, tracker, timeout, monitor, on_progress)
             queries.extend(start_gold_views(spark, ctx, trigger))
-        _await(spark, queries, tracker, timeout, monitor, on_progress)
+        _await(spark, queries, tracker, timeout, monitor, on_progress, until)
     except Exception as exc:
         message = _failure_message(exc, ctx)
         for query in queries:
@@ -163,12 +167,15 @@ def run_pipeline(ctx: RunContext, layers: Sequence[str], trigger: Trigger,
 
 def _await(spark: SparkSession, queries: list[StreamingQuery], tracker: ProgressTracker,
            timeout: float | None, monitor: DataLossMonitor | None = None,
-           on_progress: Callable[[ProgressTracker], None] | None = None) -> None:
+           on_progress: Callable[[ProgressTracker], None] | None = None,
+           until: Callable[[ProgressTracker], bool] | None = None) -> None:
     deadline = None if timeout is None else time.monotonic() + timeout
     while any(q.isActive for q in queries):
         tracker.observe(queries)
         if on_progress is not None:
             on_progress(tracker)
+        if until is not None and until(tracker):
+            return
         if monitor is not None:
             monitor.observe(queries)
         for query in queries:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
@@ -310,6 +311,15 @@ def enforce(results: list[ValidationResult], config: QualityConfig) -> None:
         f"on_fail: stop: {reasons}. Nothing of batch {first.batch_id} was written; the query stopped and "
         "replays this batch from its checkpoint when restarted, after the rule or the data is fixed "
         "(or the expectation is set to on_fail: record).")
+
+
+_STOP_TEXT = re.compile(r"QualityStop: (data quality: .*?on_fail: record\)\.)", re.S)
+
+
+def explain_quality_stop(text: str) -> str | None:
+    """The :class:`QualityStop` message inside a failed streaming query's text (foreachBatch wraps it)."""
+    match = _STOP_TEXT.search(text)
+    return " ".join(match.group(1).split()) if match else None
 
 
 def metric_counts(outcome: BatchOutcome) -> dict[str, int]:
