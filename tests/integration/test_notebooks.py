@@ -75,7 +75,9 @@ def run_notebook(name: str, parameters: str, layout: HomeLayout, specs: KernelSp
     client = NotebookClient(nb, km=manager, timeout=CELL_TIMEOUT, startup_timeout=120,
                             resources={"metadata": {"path": str(NOTEBOOKS)}})
     try:
-        client.execute(env=kernel_env(layout, scratch))
+        # cleanup_kc: shut the kernel down at the end (nbclient leaves a kernel manager it was given alone),
+        # so the next notebook can open the same chDB directory.
+        client.execute(env=kernel_env(layout, scratch), cleanup_kc=True)
     finally:
         nbformat.write(nb, scratch / f"{name}.executed.ipynb")
     return nb

@@ -100,13 +100,16 @@ def _strings(value: Any, path: str = "") -> Iterator[tuple[str, str]]:
         yield path, value
 
 
-def _tasks() -> list[Task]:
+def _tasks(continuous: bool = True) -> list[Task]:
+    """The tasks of the continuous layer jobs (or, with ``continuous=False``, of the other jobs)."""
     found: list[Task] = []
     seen: set[str] = set()
     for resource in _resource_files():
         for key, job in (_load_yaml(resource).get("resources", {}).get("jobs") or {}).items():
             assert key not in seen, f"job {key} is defined twice"
             seen.add(key)
+            if ("continuous" in job) != continuous:
+                continue
             clusters = {c["job_cluster_key"]: c["new_cluster"] for c in job.get("job_clusters", [])}
             for task in job["tasks"]:
                 cluster = task.get("new_cluster") or clusters.get(task.get("job_cluster_key", ""))
@@ -239,8 +242,31 @@ def test_job_environment_loads_the_databricks_target_and_pipeline() -> None:
         pipeline = load_pipeline(t.parameter("--pipeline"), CONF, "databricks", env=env)
         raw_env = t.cluster.get("spark_env_vars", {})
         pii = pipeline.silver.pii
-        if t.layer == "silver" and pii.fields:
+        if t.layer in ("silver", "gold") and pii.fields:  # the gold intake pseudonymises like silver
             assert SECRET_REF.fullmatch(raw_env.get(pii.key_env, "")), \
-                f"{t.job_key}: silver pseudonymises {pii.fields} but gets no {pii.key_env} from the secret scope"
+                f"{t.job_key}: {t.layer} pseudonymises {pii.fields} but gets no {pii.key_env} from the secret scope"
         elif "KAPPALAKE_PII_KEY" in raw_env:
             pytest.fail(f"{t.job_key}: gets the PII key without pseudonymising anything")
+
+
+def test_backfill_job_maps_its_parameters_onto_the_backfill_entry_point() -> None:
+    """The parameterised backfill job: every {{job.parameters.x}} is declared, and with the defaults (and
+    with a timestamp) the entry point turns the parameters into an accepted ``kappalake backfill`` line."""
+    tasks = _tasks(continuous=False)
+    assert [t.job_key for t in tasks] == ["kappalake_backfill"]
+    task = tasks[0]
+    assert task.task["spark_python_task"]["python_file"] == "../jobs/backfill.py"
+    declared = {p["name"]: p["default"] for p in task.job["parameters"]}
+    params = task.task["spark_python_task"]["parameters"]
+    used = {m for value in params for m in re.findall(r"\{\{job\.parameters\.(\w+)\}\}", value)}
+    assert used == set(declared), f"declared {sorted(declared)}, used {sorted(used)}"
+    spec = importlib.util.spec_from_file_location("kappalake_job_backfill", REPO / "jobs" / "backfill.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    values = {**declared, "from_timestamp": "2026-11-21T10:00:00Z"}
+    concrete = [re.sub(r"\{\{job\.parameters\.(\w+)\}\}", lambda m: values[m.group(1)], v) for v in params]
+    argv = module.build_argv([_resolve(v, "prod") for v in concrete])
+    assert argv[argv.index("backfill"):][:4] == ["backfill", "payments", "--layer", "gold"]
+    assert "--from-timestamp" in argv and "--to-offsets" not in argv  # blank parameters are dropped
+    assert "KAPPALAKE_PII_KEY" in task.cluster["spark_env_vars"]
