@@ -85,7 +85,7 @@ class SilverBatch:
         from kappalake.io.delta.batch import append_idempotent, table_exists
         from kappalake.quality.batch import QualityStop, enforce
         from kappalake.quality.results import record_results, results_frame, write_results
-        from kappalake.quality.rows import quarantine_dead_letters, split_rows
+        from kappalake.quality.rows import CARRIED, quarantine_dead_letters, silver_view, split_rows
         from kappalake.transforms.dead_letter import to_dead_letter
         from kappalake.transforms.parse import parse_events
         from kappalake.transforms.pii import pseudonymise
@@ -99,23 +99,26 @@ class SilverBatch:
             dead_count = int(counts["rejected"])
             valid = batch.where(F.size("_errors") == 0)
             rejected = batch.where(F.size("_errors") > 0)
-            rows = to_silver(valid, pipeline.events)
             outcome = quarantined = None
             results_path = f"{self.root}/quality_results"
-            if self.validator is not None:
-                outcome = self.validator.run(rows, batch_id)
+            if self.validator is None:
+                rows = to_silver(valid, pipeline.events)
+            else:
+                view = silver_view(valid, pipeline.events)  # silver columns + the record for dead letters
+                outcome = self.validator.run(view, batch_id)
                 try:
                     enforce(outcome.results, self.quality)
                 except QualityStop:
                     record_results(batch.sparkSession, outcome.results, results_path, pipeline.name, "silver",
                                    f"{app_id}:stop", batch_id)
                     raise
-                rows, quarantined = split_rows(rows, self.quality)
+                rows, quarantined = split_rows(view, self.quality)
+                rows = rows.drop(*CARRIED)
             rows = pseudonymise(rows, pipeline.silver.pii.fields, self.key)
             append_idempotent(rows, f"{self.root}/silver", app_id, batch_id)
             dead = to_dead_letter(rejected, pipeline.name, pipeline.version)
             if outcome is not None and outcome.profile.quarantined:
-                dead = dead.unionByName(quarantine_dead_letters(quarantined, batch, self.quality, pipeline.name,
+                dead = dead.unionByName(quarantine_dead_letters(quarantined, self.quality, pipeline.name,
                                                                 pipeline.version))
                 dead_count += outcome.profile.quarantined
             dlq_path = f"{self.root}/dead_letter"

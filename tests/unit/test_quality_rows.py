@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import datetime, timezone
+from pathlib import Path
 
 import pytest
 from chispa import assert_df_equality
 from pydantic import ValidationError
 
+from kappalake.config import load_pipeline
 from kappalake.quality.config import ExpectationConfig, QualityConfig
-from kappalake.quality.rows import FAILED, flag_rows, quarantine_dead_letters, row_checks, split_rows
+from kappalake.quality.rows import (CARRIED, FAILED, flag_rows, quarantine_dead_letters, row_checks, silver_view,
+                                    split_rows)
 from kappalake.transforms.dead_letter import DEAD_LETTER_COLUMNS
+from kappalake.transforms.parse import is_valid, parse_events
+from kappalake.transforms.silver import to_silver
+
+CONF = Path(__file__).resolve().parents[2] / "conf"
+RECORD_SCHEMA = "key binary, value binary, topic string, partition int, offset long, kafka_timestamp timestamp"
+AT = datetime(2026, 11, 1, tzinfo=timezone.utc)
 
 SCHEMA = "id string, currency string, amount double, country string"
 ROWS = [
@@ -135,24 +145,46 @@ def test_no_row_level_expectations_keeps_every_row(df) -> None:
     assert valid.count() == len(ROWS) and quarantined.count() == 0 and valid.columns == df.columns
 
 
+def _records(spark, payloads: list[dict | str]):
+    rows = [(f"k{i}".encode(), (p if isinstance(p, str) else json.dumps(p)).encode(), "t", i % 2, 100 + i, AT)
+            for i, p in enumerate(payloads)]
+    return spark.createDataFrame(rows, RECORD_SCHEMA)
+
+
+def test_silver_view_is_to_silver_plus_the_record(spark) -> None:
+    events = load_pipeline("iot", CONF, "local").events  # iot has a payload field named 'value'
+    payload = {"event_id": "a", "device_id": "d1", "sensor": "humidity", "value": 21.5,
+               "event_time": "2026-11-01T00:00:00Z"}
+    parsed = parse_events(_records(spark, [payload]), events)
+    view = silver_view(parsed.where(is_valid(parsed)), events)
+    silver = to_silver(parsed.where(is_valid(parsed)), events)
+    assert view.columns == silver.columns + list(CARRIED)
+    assert_df_equality(view.drop(*CARRIED), silver)
+    row = view.first()
+    assert row["value"] == 21.5 and row["_dq_value"] == json.dumps(payload).encode()
+    assert (row["_dq_topic"], row["_dq_partition"], row["_dq_offset"]) == ("t", 0, 100)
+
+
 def test_quarantined_rows_become_dead_letters_with_original_bytes(spark) -> None:
-    at = datetime(2026, 11, 1, tzinfo=timezone.utc)
-    records = spark.createDataFrame(
-        [(b"k1", b'{"amount": 5}', "payments", 0, 10, at), (b"k2", b'{"amount": -1}', "payments", 1, 11, at)],
-        "key binary, value binary, topic string, partition int, offset long, kafka_timestamp timestamp")
-    silver = spark.createDataFrame([(5.0, "payments", 0, 10), (-1.0, "payments", 1, 11)],
-                                   "amount double, source_topic string, source_partition int, source_offset long")
-    cfg = quality({"name": "positive", "kind": "between", "column": "amount", "min": 0},
-                  {"name": "tiny", "kind": "sql", "expression": "amount > 1"})
-    _, quarantined = split_rows(silver, cfg)
-    dead = quarantine_dead_letters(quarantined, records, cfg, "payments", "3").collect()
+    events = load_pipeline("payments", CONF, "local").events
+    base = {"event_id": "a", "card_id": "c", "merchant_id": "m", "currency": "USD", "country": "DE",
+            "event_time": "2026-11-01T00:00:00Z"}
+    parsed = parse_events(_records(spark, [{**base, "amount": 5}, {**base, "event_id": "b", "amount": 700}]),
+                          events)
+    view = silver_view(parsed.where(is_valid(parsed)), events)
+    cfg = quality({"name": "small", "kind": "between", "column": "amount", "max": 500},
+                  {"name": "tiny", "kind": "sql", "expression": "amount < 10 OR currency <> 'USD'"},
+                  {"name": "known", "kind": "in_set", "column": "currency", "values": ["USD"]})
+    valid, quarantined = split_rows(view, cfg)
+    assert [r["event_id"] for r in valid.drop(*CARRIED).collect()] == ["a"]
+    dead = quarantine_dead_letters(quarantined, cfg, "payments", "3").collect()
     assert len(dead) == 1
     row = dead[0].asDict()
     assert tuple(row) == DEAD_LETTER_COLUMNS
-    assert (row["key"], row["value"], row["source_partition"], row["source_offset"]) == (b"k2", b'{"amount": -1}', 1,
-                                                                                        11)
+    assert (row["key"], row["source_topic"], row["source_partition"], row["source_offset"]) == (b"k1", "t", 1, 101)
+    assert json.loads(row["value"])["amount"] == 700
     assert row["error_class"] == "quality"
-    assert row["failed_rules"] == ["quality:positive", "quality:tiny"]
-    assert row["error_message"] == ("expectation positive failed: amount >= 0; "
-                                    "expectation tiny failed: amount > 1")
+    assert row["failed_rules"] == ["quality:small", "quality:tiny"]
+    assert row["error_message"] == ("expectation small failed: amount <= 500; "
+                                    "expectation tiny failed: amount < 10 OR currency <> 'USD'")
     assert (row["pipeline"], row["pipeline_version"], row["layer"]) == ("payments", "3", "silver")

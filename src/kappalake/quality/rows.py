@@ -17,14 +17,19 @@ from itertools import chain
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
+from kappalake.config.models import EventsConfig
 from kappalake.quality.config import ExpectationConfig, QualityConfig
 from kappalake.transforms.dead_letter import to_dead_letter
+from kappalake.transforms.parse import field_column
+from kappalake.transforms.records import RECORD_COLUMNS
+from kappalake.transforms.silver import to_silver
 
 #: The column quarantined rows carry: every row-level expectation the row failed.
 FAILED = "failed_expectations"
 #: Dead-letter ``error_class`` (and ``failed_rules`` prefix) of quarantined rows.
 QUALITY_RULE = "quality"
-LINEAGE = ("source_topic", "source_partition", "source_offset")
+#: Record columns a :func:`silver_view` carries for the dead-letter table.
+CARRIED = tuple(f"_dq_{c}" for c in RECORD_COLUMNS)
 
 
 def check(expectation: ExpectationConfig) -> Column:
@@ -86,22 +91,31 @@ def split_rows(df: DataFrame, config: QualityConfig) -> tuple[DataFrame, DataFra
     return flagged.where(~bad).drop(FAILED), flagged.where(bad)
 
 
-def quarantine_dead_letters(quarantined: DataFrame, records: DataFrame, config: QualityConfig, pipeline: str,
-                            version: str, layer: str = "silver") -> DataFrame:
-    """Dead-letter rows for quarantined rows, with the original Kafka key and value bytes.
+def silver_view(valid: DataFrame, events: EventsConfig) -> DataFrame:
+    """What expectations see: ``to_silver``'s columns (declared fields, lineage), plus the record columns
+    the dead-letter table needs, carried as ``_dq_key``, ``_dq_value``, ... (drop them with
+    ``.drop(*CARRIED)`` before writing silver). No join back to the records is needed to quarantine."""
+    silver = to_silver(valid, events)
+    carried = [F.col(c).alias(f"_dq_{c}") for c in RECORD_COLUMNS]
+    columns = [*(F.col(field_column(n)).alias(n) for n in events.schema_), F.col("kafka_timestamp"),
+               F.col("topic").alias("source_topic"), F.col("partition").alias("source_partition"),
+               F.col("offset").alias("source_offset")]
+    view = valid.select(*columns, *carried)
+    if view.columns[: len(silver.columns)] != silver.columns:  # to_silver changed: follow it here
+        raise AssertionError(f"silver_view is out of date with to_silver: {silver.columns}")
+    return view
 
-    ``quarantined`` is the silver-shaped output of :func:`split_rows` (lineage columns
-    ``source_topic``/``source_partition``/``source_offset``); ``records`` the batch's records
-    (``key, value, topic, partition, offset, kafka_timestamp``), joined back on the offset. Each
-    failed expectation becomes one reason: ``error_class`` ``quality``, ``failed_rules``
+
+def quarantine_dead_letters(quarantined: DataFrame, config: QualityConfig, pipeline: str, version: str,
+                            layer: str = "silver") -> DataFrame:
+    """Dead-letter rows for the quarantined rows of a :func:`silver_view`, with the original key and value.
+
+    Each failed expectation becomes one reason: ``error_class`` ``quality``, ``failed_rules``
     ``quality:<name>``, ``error_message`` ``expectation <name> failed: <rule>``.
     """
     messages = F.create_map(*chain.from_iterable(
         (F.lit(e.name), F.lit(f"expectation {e.name} failed: {e.describe()}")) for e in config.row_level))
-    keys = quarantined.select(*[F.col(c).alias(f"_q_{c}") for c in LINEAGE], F.col(FAILED).alias("_q_failed"))
-    condition = ((F.col("topic") == F.col("_q_source_topic")) & (F.col("partition") == F.col("_q_source_partition"))
-                 & (F.col("offset") == F.col("_q_source_offset")))
-    errors = F.transform("_q_failed", lambda name: F.struct(
+    errors = F.transform(FAILED, lambda name: F.struct(
         F.lit(QUALITY_RULE).alias("rule"), name.alias("field"), F.element_at(messages, name).alias("message")))
-    joined = records.join(F.broadcast(keys), condition, "inner").withColumn("_errors", errors)
-    return to_dead_letter(joined, pipeline, version, layer)
+    records = quarantined.select(*[F.col(f"_dq_{c}").alias(c) for c in RECORD_COLUMNS], errors.alias("_errors"))
+    return to_dead_letter(records, pipeline, version, layer)
