@@ -86,7 +86,22 @@ def end_offsets(bootstrap_servers: str, topic: str, options: Mapping[str, str] |
         metadata = consumer.list_topics(topic, timeout=timeout)
         if topic not in metadata.topics or metadata.topics[topic].error is not None:
             raise BrokerUnreachableError(f"topic {topic!r} does not exist on {bootstrap_servers}")
-        return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
+        return {p: _watermarks(consumer, TopicPartition(topic, p), timeout)
                 for p in sorted(metadata.topics[topic].partitions)}
     finally:
         consumer.close()
+
+
+def _watermarks(consumer: Consumer, partition: TopicPartition, timeout: float) -> tuple[int, int]:
+    """Watermarks of one partition, retrying retriable errors (a new topic's leader is still settling:
+    NOT_LEADER_FOR_PARTITION) until ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return consumer.get_watermark_offsets(partition, timeout=timeout)
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            retriable = getattr(error, "retriable", lambda: False)() or "NOT_LEADER" in str(exc)
+            if not retriable or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
