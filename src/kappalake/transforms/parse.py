@@ -83,7 +83,8 @@ def parse_events(records: DataFrame, events: EventsConfig) -> DataFrame:
     """Add typed payload fields and ``_errors`` to ``records`` (key, value, topic, partition, offset,
     kafka_timestamp). A row with an empty ``_errors`` array is a valid event."""
     text = F.col("value").cast("string")
-    parsed = F.from_json(text, _raw_schema(events), {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT})
+    strict = {"allowSingleQuotes": "false"}  # RFC 8259 JSON only: Spark accepts {'a': 1} by default
+    parsed = F.from_json(text, _raw_schema(events), {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT, **strict})
     df = records.withColumn("_raw", parsed)
     typed: dict[str, Column] = {}
     raw_cols: dict[str, Column] = {}
@@ -99,7 +100,9 @@ def parse_events(records: DataFrame, events: EventsConfig) -> DataFrame:
 
     size_ok = F.length(F.col("value")) <= events.max_bytes
     utf8_ok = F.is_valid_utf8(text)
-    json_ok = F.col("_raw").isNotNull() & F.col("_raw").getField(CORRUPT).isNull()
+    # Spark's parser stops after the first value: '{...} garbage' must not pass as an object.
+    json_ok = (F.col("_raw").isNotNull() & F.col("_raw").getField(CORRUPT).isNull()
+               & F.rtrim(text).endswith("}"))
     envelope = [
         F.when(F.col("value").isNull(), _error("empty", None, F.lit("record has no value (tombstone)"))),
         F.when(F.col("value").isNotNull() & ~size_ok, _error("oversized", None, F.concat(
