@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 _UNITS = {
@@ -11,6 +12,7 @@ _UNITS = {
     "h": 3600, "hour": 3600, "hours": 3600,
     "d": 86400, "day": 86400, "days": 86400,
 }
+MAX_SECONDS = 10 * 366 * 86400  # ten years: longer than any watermark, window or retention this project needs
 _PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]+)\s*$")
 
 
@@ -24,6 +26,8 @@ def parse_seconds(text: str) -> float:
     seconds = float(match.group(1)) * _UNITS[match.group(2).lower()]
     if seconds <= 0:
         raise ValueError(f"expected a positive duration, got {text!r}")
+    if not math.isfinite(seconds) or seconds > MAX_SECONDS:
+        raise ValueError(f"duration {str(text)[:40]!r} is too long; at most ten years")
     return seconds
 
 

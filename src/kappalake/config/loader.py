@@ -148,6 +148,9 @@ def load_target(conf_dir: Path | None = None, target: str | None = None,
     if not isinstance(section, dict):
         raise ConfigError(f"{_where(doc, ('targets', target), None)}: targets.{target}: expected a mapping")
     defaults = doc.data.get("defaults") or {}
+    if not isinstance(defaults, dict):
+        raise ConfigError(f"{_where(doc, ('defaults',), None)}: defaults: expected a mapping of settings shared by "
+                          f"every target, got {type(defaults).__name__}")
     merged = deep_merge(defaults, section)
     environment = _builtin_env(env)
     secrets = literal_secrets(merged)
