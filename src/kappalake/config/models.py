@@ -8,25 +8,14 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
-from kappalake.config.durations import parse_seconds, to_spark_interval
+from kappalake.config.base import Duration, Identifier, StrictModel
+from kappalake.config.durations import parse_seconds
+from kappalake.quality.config import QualityConfig
 
-_IDENT = r"^[A-Za-z_][A-Za-z0-9_]*$"
 _SIMPLE_TYPES = {"string", "int", "long", "double", "float", "boolean", "timestamp", "date"}
 _DECIMAL = re.compile(r"^decimal\(\s*(\d+)\s*,\s*(\d+)\s*\)$")
-
-
-def _duration(value: Any) -> str:
-    return to_spark_interval(str(value))
-
-
-Duration = Annotated[str, BeforeValidator(_duration)]
-Identifier = Annotated[str, Field(pattern=_IDENT)]
-
-
-class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 # --------------------------------------------------------------------------- payload schema
@@ -182,6 +171,9 @@ class SilverConfig(TableConfig):
     merge_key: list[Identifier] | None = None
     sequence_column: Identifier | None = None
     pii: PiiConfig = Field(default_factory=PiiConfig)
+    expectations: QualityConfig = Field(
+        default_factory=QualityConfig,
+        description="Data-quality expectations on every silver micro-batch (see kappalake.quality.config).")
 
     @model_validator(mode="after")
     def _check_mode(self) -> SilverConfig:
@@ -263,6 +255,11 @@ class GoldViewConfig(StrictModel):
     metrics: dict[Identifier, MetricConfig] = Field(min_length=1)
     having: str | None = Field(default=None, description="Spark SQL filter over the metrics of a window.")
     clickhouse: ClickHouseTarget
+    expectations: QualityConfig = Field(
+        default_factory=QualityConfig,
+        description="Data-quality expectations on the changed windows of every micro-batch, checked before the "
+                    "ClickHouse write. Windows are aggregates of validated events, so failing rows are recorded "
+                    "(on_fail: record), not quarantined; batch-level checks record or stop.")
 
     @model_validator(mode="after")
     def _check_names(self) -> GoldViewConfig:
@@ -273,7 +270,19 @@ class GoldViewConfig(StrictModel):
                              f"(reserved: {', '.join(sorted(_RESERVED_GOLD_COLUMNS))})")
         if len(set(self.group_by)) != len(self.group_by):
             raise ValueError("group_by lists a field twice")
+        for expectation in self.expectations.expectations:
+            if expectation.on_fail == "quarantine":
+                raise ValueError(
+                    f"expectations: {expectation.name!r} would quarantine window rows; a gold window is an aggregate "
+                    "of already validated events and has no source record for the dead-letter table. Use "
+                    "'on_fail: record' (row-level: counted and reported) or 'level: batch' with 'on_fail: stop', "
+                    "or quarantine the events in silver.expectations")
         return self
+
+    def columns(self) -> list[str]:
+        """The columns of the view's rows: group keys, window bounds (not for session windows: those have
+        their own bounds too) and metrics."""
+        return [*self.group_by, "window_start", "window_end", *self.metrics]
 
 
 class GoldConfig(StrictModel):
@@ -283,6 +292,18 @@ class GoldConfig(StrictModel):
 
 
 # --------------------------------------------------------------------------- pipeline
+
+#: Columns silver adds after the declared fields (expectations may check them too).
+SILVER_LINEAGE = ("kafka_timestamp", "source_topic", "source_partition", "source_offset")
+
+
+def _check_expectation_columns(config: QualityConfig, columns: list[str], where: str) -> None:
+    """Every column an expectation names must exist in the table it checks."""
+    for name, column in config.referenced_columns():
+        if column not in columns:
+            raise ValueError(f"{where}: expectation {name!r} checks column {column!r}, which the table does not "
+                             f"have; its columns: {', '.join(columns)}")
+
 
 class PipelineConfig(StrictModel):
     """One pipeline: a Kafka source, its payload, and the bronze/silver/dead-letter/gold outputs."""
@@ -317,6 +338,7 @@ class PipelineConfig(StrictModel):
             for name in ([value] if isinstance(value, str) else value or []):
                 if name not in fields:
                     raise ValueError(f"silver.{role}: {name!r} is not declared in events.schema")
+        _check_expectation_columns(self.silver.expectations, [*fields, *SILVER_LINEAGE], "silver.expectations")
         for view_name, view in self.gold.views.items():
             where = f"gold.views.{view_name}"
             for name in view.group_by:
@@ -325,6 +347,7 @@ class PipelineConfig(StrictModel):
                 if not fields[name].required:
                     raise ValueError(f"{where}.group_by: {name!r} must be a required field (required: true) "
                                      "so every window row has its key")
+            _check_expectation_columns(view.expectations, view.columns(), f"{where}.expectations")
             for metric_name, metric in view.metrics.items():
                 if metric.column is not None and metric.column not in fields:
                     raise ValueError(f"{where}.metrics.{metric_name}.column: {metric.column!r} "

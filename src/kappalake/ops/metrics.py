@@ -25,6 +25,11 @@ Counters (``observe_batch_counts``, increments reported by the job's own ``forea
 - ``kappalake_dead_letter_rows_total{pipeline,layer}``: rows sent to the dead-letter queue.
 - ``kappalake_late_rows_total{pipeline,layer}``: rows that arrived behind the watermark.
 - ``kappalake_valid_rows_total{pipeline,layer}``: rows that passed validation.
+- ``kappalake_quarantined_rows_total{pipeline,layer}``: rows quarantined by data-quality expectations
+  (also counted in ``dead_letter_rows``).
+- ``kappalake_quality_checks_total{pipeline,layer}``: expectation verdicts recorded (one per expectation
+  per non-empty batch).
+- ``kappalake_quality_failures_total{pipeline,layer}``: failed expectation verdicts.
 
 Gauges (``observe_progress``; from the newest progress observed for the query):
 
@@ -72,7 +77,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 
 LATENCY_KINDS = ("event_time", "kafka_timestamp")
 LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600)
-BATCH_COUNTS = ("dead_letter_rows", "late_rows", "valid_rows")
+BATCH_COUNTS = ("dead_letter_rows", "late_rows", "valid_rows", "quarantined_rows", "quality_checks",
+                "quality_failures")
 
 _Q = ("pipeline", "layer", "query")
 _PL = ("pipeline", "layer")

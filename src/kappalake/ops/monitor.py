@@ -9,12 +9,12 @@ import time
 from typing import Any
 
 from kappalake.ops import batch_metrics
-from kappalake.ops.metrics import PipelineMetrics, kafka_offsets
+from kappalake.ops.metrics import BATCH_COUNTS, PipelineMetrics, kafka_offsets
 from kappalake.ops.runinfo import write_run_record
 from kappalake.runtime.context import RunContext
 
 log = logging.getLogger(__name__)
-COUNTED = ("dead_letter_rows", "late_rows", "valid_rows")
+COUNTED = BATCH_COUNTS
 
 
 def layer_of(query_name: str) -> str:

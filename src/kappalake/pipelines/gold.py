@@ -35,7 +35,11 @@ from kappalake.io.delta.batch import append_idempotent, create_if_missing, table
 from kappalake.io.delta.stream import Trigger
 from kappalake.ops import batch_metrics
 from kappalake.ops.latency import event_time_quantiles, latency_after_commit
+from kappalake.pipelines.quality_gate import check_expressions, effective, enforce_or_record, results_path
 from kappalake.pipelines.silver import pii_key, source_records
+from kappalake.quality.batch import BatchValidator, metric_counts
+from kappalake.quality.config import QualityConfig
+from kappalake.quality.results import record_results
 from kappalake.runtime.binding import QueryBinding
 from kappalake.runtime.context import RunContext
 from kappalake.transforms.gold import (
@@ -213,6 +217,38 @@ def bounded(frame: DataFrame, ctx: RunContext) -> DataFrame:
     return frame
 
 
+class GoldViewWriter(QueryBinding):
+    """A gold view's ``foreachBatch`` when it declares expectations: validate the changed windows, stop
+    before the ClickHouse write on a failed ``on_fail: stop``, write, then record the results."""
+
+    def __init__(self, ctx: RunContext, view_name: str, quality: QualityConfig, sink: GoldSink) -> None:
+        super().__init__()
+        self.ctx = ctx
+        self.table = f"gold.{view_name}"
+        self.query_name = f"{ctx.pipeline.name}.gold.{view_name}"
+        self.quality = quality
+        self.validator = BatchValidator(quality, f"{ctx.pipeline.name}.{self.table}")
+        self.sink = sink
+
+    def bind(self, query_id: str) -> None:
+        super().bind(query_id)
+        self.sink.bind(query_id)
+
+    def __call__(self, batch: DataFrame, batch_id: int) -> None:
+        app_id = f"kappalake:{self.ctx.pipeline.name}:{self.table}:{self.query_id}"
+        batch = batch.persist()
+        try:
+            outcome = self.validator.run(batch, batch_id)
+            enforce_or_record(outcome.results, self.quality, self.ctx, self.table, app_id, batch_id,
+                              batch.sparkSession)
+            self.sink(batch, batch_id)
+            record_results(batch.sparkSession, outcome.results, results_path(self.quality, self.ctx),
+                           self.ctx.pipeline.name, self.table, app_id, batch_id)
+            batch_metrics.add(self.query_name, **metric_counts(outcome))
+        finally:
+            batch.unpersist()
+
+
 def gold_table(frame: DataFrame, view: GoldViewConfig) -> GoldTable:
     return GoldTable.from_schema(view.clickhouse.table, frame.schema, tuple(view.group_by))
 
@@ -235,10 +271,15 @@ def start_gold_views(spark: SparkSession, ctx: RunContext, trigger: Trigger,
             batch_metrics.add(f"{layer_name}.{_name}", clickhouse_rows=rows)
 
         sink = GoldSink(ch, table, on_written=written, **(sink_options or {}))  # type: ignore[arg-type]
-        query = (frame.writeStream.outputMode("update").foreachBatch(sink).queryName(f"{layer_name}.{name}")
+        quality = effective(view.expectations, ctx)
+        writer: GoldSink | GoldViewWriter = sink
+        if quality.expectations:
+            check_expressions(frame, quality, f"{ctx.pipeline.name} gold.views.{name}.expectations")
+            writer = GoldViewWriter(ctx, name, quality, sink)
+        query = (frame.writeStream.outputMode("update").foreachBatch(writer).queryName(f"{layer_name}.{name}")
                  .option("checkpointLocation", ctx.checkpoint_path(f"gold.{name}"))
                  .trigger(**trigger.as_kwargs()).start())
-        sink.bind(str(query.id))
+        writer.bind(str(query.id))
         queries.append(query)
     return queries
 

@@ -16,6 +16,7 @@ from kappalake.io.kafka.reader import kafka_source_options
 from kappalake.ops import batch_metrics
 from kappalake.ops.dataloss import DataLossMonitor, broker_log_starts
 from kappalake.ops.failures import explain_query_failure
+from kappalake.quality.batch import QualityStop, explain_quality_stop
 from kappalake.ops.monitor import RunMonitor
 from kappalake.ops.progress import ProgressTracker, QueryTotals
 from kappalake.ops.runinfo import write_run_record
@@ -144,6 +145,8 @@ def run_pipeline(ctx: RunContext, layers: Sequence[str], trigger: Trigger,
                              lost_offsets=monitor.lost_offsets(f"{ctx.pipeline.name}.{layer}"))
         if isinstance(exc, KappalakeError):
             raise
+        if explain_quality_stop(str(exc)) is not None:
+            raise QualityStop(f"pipeline {ctx.pipeline.name!r} stopped: {message}") from exc
         raise KappalakeError(f"pipeline {ctx.pipeline.name!r} failed: {message}") from exc
     finally:
         for query in queries:
@@ -200,6 +203,9 @@ def _failure_message(exc: BaseException, ctx: RunContext | None = None) -> str:
             return None
         return broker_log_starts(ctx.bootstrap_servers(), ctx.kafka_options)(topic).get(partition)
 
+    stopped = explain_quality_stop(text)
+    if stopped is not None:
+        return stopped
     explained = explain_query_failure(text, log_start)
     if explained is not None:
         return explained

@@ -23,13 +23,16 @@ from kappalake.io.kafka.reader import read_kafka_stream, within_offsets
 from kappalake.ops import batch_metrics
 from kappalake.ops.latency import event_time_quantiles, latency_after_commit
 from kappalake.pipelines.bronze import ensure_bronze_table
+from kappalake.pipelines.quality_gate import check_expressions, effective, enforce_or_record, results_path
+from kappalake.quality.batch import BatchValidator, metric_counts
+from kappalake.quality.results import record_results
+from kappalake.quality.rows import CARRIED, VALID, dead_letters, silver_view, split_rows
 from kappalake.runtime.binding import QueryBinding
 from kappalake.runtime.context import RunContext
-from kappalake.transforms.dead_letter import to_dead_letter
-from kappalake.transforms.parse import field_column, parse_events
+from kappalake.transforms.parse import parse_events
 from kappalake.transforms.pii import pseudonymise
 from kappalake.transforms.records import records_from_bronze, records_from_kafka
-from kappalake.transforms.silver import dedupe_within_watermark, latest_by_key, to_silver, with_dedupe_columns
+from kappalake.transforms.silver import dedupe_within_watermark, latest_by_key, with_dedupe_columns
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -63,6 +66,8 @@ class SilverBatchWriter(QueryBinding):
         self.ctx = ctx
         self.key = key
         self.query_name = f"{ctx.pipeline.name}.silver"
+        self.quality = effective(ctx.pipeline.silver.expectations, ctx)
+        self.validator = BatchValidator(self.quality, self.query_name)
 
     @property
     def app_id(self) -> str:
@@ -72,16 +77,22 @@ class SilverBatchWriter(QueryBinding):
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         pipeline = self.ctx.pipeline
         app_id = self.app_id
+        quality = self.quality
         batch = batch.persist()
         try:
-            valid_time = F.when(F.size("_errors") == 0, F.col(field_column(pipeline.events.time)))
-            counts = batch.agg(F.count_if(F.size("_errors") == 0).alias("valid"),
-                               F.count_if(F.size("_errors") > 0).alias("rejected"),
-                               event_time_quantiles(valid_time).alias("event_times")).first()
-            valid_count, dead_count = int(counts["valid"]), int(counts["rejected"])  # one pass over the batch
-            valid = batch.where(F.size("_errors") == 0)
-            rejected = batch.where(F.size("_errors") > 0)
-            rows = to_silver(valid, pipeline.events)
+            view = silver_view(batch, pipeline.events)
+            valid = F.col(VALID)
+            # One pass: valid/rejected counts, every expectation's failing rows, event-time quantiles.
+            outcome = self.validator.run(view, batch_id, where=valid, extra={
+                "event_times": event_time_quantiles(F.when(valid, F.col(pipeline.events.time)))})
+            measured = outcome.profile
+            enforce_or_record(outcome.results, quality, self.ctx, "silver", app_id, batch_id, batch.sparkSession)
+            valid_count = measured.rows - measured.quarantined
+            dead_count = measured.skipped + measured.quarantined
+            rows = view.where(valid)
+            if quality.row_level:
+                rows = split_rows(rows, quality)[0]
+            rows = rows.drop(*CARRIED)
             if self.key is not None:
                 rows = pseudonymise(rows, pipeline.silver.pii.fields, self.key)
             silver_path = self.ctx.table_path("silver")
@@ -94,7 +105,7 @@ class SilverBatchWriter(QueryBinding):
                 merge_insert_only(rows, silver_path, [pipeline.events.id], app_id, batch_id)
             else:
                 append_idempotent(rows, silver_path, app_id, batch_id)
-            dead = to_dead_letter(rejected, pipeline.name, pipeline.version)
+            dead = dead_letters(view, quality, pipeline.name, pipeline.version)
             dlq_path = self.ctx.table_path("dead_letter")
             if self.ctx.replay and dead_count:
                 merge_insert_only(dead, dlq_path, DEAD_LETTER_KEY, app_id, batch_id)
@@ -102,10 +113,14 @@ class SilverBatchWriter(QueryBinding):
                 append_idempotent(dead, dlq_path, app_id, batch_id)
             if dead_count and pipeline.dead_letter.kafka_topic:
                 publish_dead_letters(dead, self.ctx, pipeline.dead_letter.kafka_topic)
-            batch_metrics.add(self.query_name, valid_rows=valid_count, dead_letter_rows=dead_count)
-            batch_metrics.set_latency(self.query_name, **latency_after_commit(counts["event_times"]))
+            record_results(batch.sparkSession, outcome.results, results_path(quality, self.ctx), pipeline.name,
+                           "silver", app_id, batch_id)
+            batch_metrics.add(self.query_name, valid_rows=valid_count, dead_letter_rows=dead_count,
+                              **metric_counts(outcome))
+            batch_metrics.set_latency(self.query_name, **latency_after_commit(measured.extra["event_times"]))
             if dead_count:
-                log.warning("%s batch %d: %d records dead-lettered", self.query_name, batch_id, dead_count)
+                log.warning("%s batch %d: %d records dead-lettered (%d quarantined by expectations)",
+                            self.query_name, batch_id, dead_count, measured.quarantined)
         finally:
             batch.unpersist()
 
@@ -149,6 +164,7 @@ def start_silver(spark: SparkSession, ctx: RunContext, trigger: Trigger) -> Stre
         ensure_topics(ctx.bootstrap_servers(), [TopicSpec(pipeline.dead_letter.kafka_topic, pipeline.source.partitions)],
                       ctx.kafka_options)
     writer = SilverBatchWriter(ctx, key)
+    check_expressions(silver_view(parsed, pipeline.events), writer.quality, f"{pipeline.name} silver.expectations")
     query = (parsed.writeStream.foreachBatch(writer).queryName(writer.query_name)
              .option("checkpointLocation", ctx.checkpoint_path("silver"))
              .trigger(**trigger.as_kwargs()).start())

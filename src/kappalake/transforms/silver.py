@@ -7,10 +7,12 @@ from collections.abc import Sequence
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
+from kappalake.config.models import SILVER_LINEAGE
+
 from kappalake.config.models import EventsConfig
 from kappalake.transforms.parse import field_column
 
-LINEAGE_COLUMNS = ("kafka_timestamp", "source_topic", "source_partition", "source_offset")
+LINEAGE_COLUMNS = SILVER_LINEAGE
 
 
 def to_silver(valid: DataFrame, events: EventsConfig) -> DataFrame:
