@@ -1,7 +1,24 @@
-"""Configuration: YAML files under conf/ validated into typed models."""
+"""Configuration: YAML files under conf/ validated into typed models.
 
-from kappalake.config.loader import Project, load_pipeline, load_project, load_target
-from kappalake.config.models import GoldViewConfig, PipelineConfig, TargetConfig
+The names below are loaded on first use, so that ``kappalake.config.base`` can be imported by
+``kappalake.quality.config`` (which ``kappalake.config.models`` itself imports) without a cycle.
+"""
 
-__all__ = ["GoldViewConfig", "PipelineConfig", "Project", "TargetConfig", "load_pipeline", "load_project",
-           "load_target"]
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+_EXPORTS = {
+    "Project": "kappalake.config.loader", "load_pipeline": "kappalake.config.loader",
+    "load_project": "kappalake.config.loader", "load_target": "kappalake.config.loader",
+    "GoldViewConfig": "kappalake.config.models", "PipelineConfig": "kappalake.config.models",
+    "TargetConfig": "kappalake.config.models",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'kappalake.config' has no attribute {name!r}")
