@@ -51,7 +51,8 @@ def test_alerts_use_only_exported_metric_names() -> None:
         "durationMs": {"addBatch": 1, "triggerExecution": 5}, "eventTime": {"watermark": "2025-01-01T00:00:00.000Z"},
         "stateOperators": [{"numRowsTotal": 1, "memoryUsedBytes": 1, "numRowsDroppedByWatermark": 0}],
         "sources": [{"endOffset": '{"t":{"0":1}}', "latestOffset": '{"t":{"0":2}}'}], "sink": {"numOutputRows": 1}})
-    metrics.observe_batch_counts("p", "silver", dead_letter_rows=1, late_rows=1, valid_rows=1)
+    metrics.observe_batch_counts("p", "silver", dead_letter_rows=1, late_rows=1, valid_rows=1, quarantined_rows=1,
+                                 quality_checks=1, quality_failures=1)
     metrics.observe_latency("p", "silver", "event_time", [1.0])
     metrics.observe_lag_seconds("p", "bronze", "t", 1.0)
     metrics.mark_failed("p", "bronze", "p.bronze", "boom")
