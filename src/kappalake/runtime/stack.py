@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -60,6 +61,9 @@ class StackStatus:
 def _free_port(preferred: int | None = None) -> int:
     if preferred:
         with socket.socket() as probe:
+            # As the JVM binds its listeners (SO_REUSEADDR): connections the previous broker closed linger in
+            # TIME_WAIT for a minute and do not keep it from listening on its old port again.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 probe.bind(("127.0.0.1", preferred))
                 return preferred
@@ -189,8 +193,9 @@ class LocalStack:
         jars = resolve_broker_jars(self.layout)
         classpath = os.pathsep.join(jars)
         self.dir.mkdir(parents=True, exist_ok=True)
-        port = _free_port(previous.port if previous else None)
-        controller_port = _free_port(previous.controller_port if previous else None)
+        last = previous or self._last_ports()
+        port = _free_port(last.port if last else None)
+        controller_port = _free_port(last.controller_port if last else None)
         if controller_port == port:
             controller_port = _free_port()
         properties = self.dir / "server.properties"
@@ -213,6 +218,20 @@ class LocalStack:
             raise StackError(f"the local Kafka broker did not start: {exc}\nlast lines of {self.log_file}:\n"
                              f"{self._log_tail()}") from None
         return StackStatus("running", broker, self.layout.home)
+
+    def _last_ports(self) -> BrokerInfo | None:
+        """The ports of the last start ('down' removes the state file, its server.properties stays): clients
+        hold host:port, so a restarted broker listens where it did when it can."""
+        try:
+            lines = (self.dir / "server.properties").read_text().splitlines()
+        except OSError:
+            return None
+        listeners = next((line.split("=", 1)[1] for line in lines if line.startswith("listeners=")), "")
+        ports = dict(re.findall(r"(\w+)://127\.0\.0\.1:(\d+)", listeners))
+        if "PLAINTEXT" not in ports or "CONTROLLER" not in ports:
+            return None
+        return BrokerInfo(pid=0, port=int(ports["PLAINTEXT"]), controller_port=int(ports["CONTROLLER"]),
+                          started_at=0.0, version="", log_file="")
 
     def _log_tail(self, lines: int = 15) -> str:
         try:
