@@ -156,3 +156,38 @@ def test_records_read_before_they_aged_out_are_not_counted_beyond_the_skipped_of
     # 2 of 100 offsets skipped (markers), but retention has since moved past the whole batch
     gaps = batch_gaps(_progress({"t": {"0": 0, "1": 0}}, {"t": {"0": 50, "1": 50}}, 98), lambda topic: {0: 60, 1: 60})
     assert sum(g.count for g in gaps) == 2
+
+
+# A ClickHouseUnavailable raised by the gold sink inside foreachBatch, as the query's failure carries it
+# (Spark 4.2, py4j): the Python traceback is wrapped in STREAM_FAILED / FOREACH_BATCH_USER_FUNCTION_ERROR.
+SPARK_42_FOREACH_BATCH_ERROR = """\
+[STREAM_FAILED] Query [id = 022ce9c0-94c2-484e-a291-13fe53ec7cab, runId = 6157b277-9120-419c-b2ad-96ea694be7e6] \
+terminated with exception: [FOREACH_BATCH_USER_FUNCTION_ERROR] An error occurred in the user provided function \
+in foreach batch sink. Reason: An exception was raised by the Python Proxy. Return Message: Traceback (most recent \
+call last):
+  File "/venv/lib/python3.11/site-packages/py4j/clientserver.py", line 644, in _call_proxy
+    return_value = getattr(self.pool[obj_id], method)(*params)
+  File "/repo/src/kappalake/io/clickhouse/sink.py", line 127, in _insert
+    raise ClickHouseUnavailable(
+kappalake.errors.ClickHouseUnavailable: insert into ClickHouse table `payments_card_velocity_5m` (chdb:///x/ch) \
+failed 6 times, last: Error HTTPConnectionPool(host='127.0.0.1', port=8123): Max retries exceeded; the query \
+stops and the batch is replayed from the checkpoint on restart
+
+	at py4j.Protocol.getReturnValue(Protocol.java:476)
+	at py4j.reflection.PythonProxyHandler.invoke(PythonProxyHandler.java:108)
+"""
+
+
+def test_a_kappalake_error_raised_in_foreach_batch_keeps_its_class_and_message() -> None:
+    from kappalake.errors import ClickHouseUnavailable
+    from kappalake.ops.failures import raised_kappalake_error
+
+    raised = raised_kappalake_error(SPARK_42_FOREACH_BATCH_ERROR)
+    assert isinstance(raised, ClickHouseUnavailable) and raised.exit_code == 6
+    assert str(raised).startswith("insert into ClickHouse table `payments_card_velocity_5m`")
+    assert str(raised).endswith("replayed from the checkpoint on restart")
+    assert explain_query_failure(SPARK_42_FOREACH_BATCH_ERROR) == str(raised)
+    # Only kappalake's own errors: anything else raised in foreachBatch is left to the generic message.
+    other = SPARK_42_FOREACH_BATCH_ERROR.replace("kappalake.errors.ClickHouseUnavailable", "ValueError")
+    assert raised_kappalake_error(other) is None and explain_query_failure(other) is None
+    assert raised_kappalake_error(SPARK_42_FOREACH_BATCH_ERROR.replace("ClickHouseUnavailable", "NoSuchError")) is None

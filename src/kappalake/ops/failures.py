@@ -18,6 +18,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from kappalake.errors import KappalakeError
+
 # (topic, partition) -> the partition's log start offset (low watermark) now, or None if unknown.
 LogStartLookup = Callable[[str, int], "int | None"]
 
@@ -57,12 +59,38 @@ class TopicPartition:
         return f"{self.topic} partition {self.partition}"
 
 
+# A KappalakeError raised inside a foreachBatch function reaches the driver as text: the Python traceback
+# inside Spark's STREAM_FAILED / FOREACH_BATCH_USER_FUNCTION_ERROR, ending "kappalake.<module>.<Class>: msg".
+_RAISED = re.compile(r"^(?P<module>kappalake(?:\.\w+)+)\.(?P<cls>[A-Z]\w*): (?P<message>.+)$", re.MULTILINE)
+
+
+def raised_kappalake_error(text: str) -> KappalakeError | None:
+    """The KappalakeError (its own class and message) a foreachBatch function raised, found in the text of
+    the query's failure; None when the failure came from elsewhere. The last one wins (the traceback's own
+    exception, after any it was raised while handling)."""
+    import importlib
+
+    for match in reversed(list(_RAISED.finditer(text))):
+        try:
+            cls = getattr(importlib.import_module(match["module"]), match["cls"])
+        except (ImportError, AttributeError):
+            continue
+        if isinstance(cls, type) and issubclass(cls, KappalakeError):
+            error = cls.__new__(cls)
+            Exception.__init__(error, match["message"].strip())
+            return error
+    return None
+
+
 def explain_query_failure(text: str, log_start: LogStartLookup | None = None) -> str | None:
-    """A clear message when ``text`` (a query's failure) reports Kafka data loss, else None.
+    """A clear message when ``text`` (a query's failure) reports Kafka data loss or carries a
+    KappalakeError raised inside a foreachBatch function (its own message), else None.
 
     ``log_start`` gives a partition's current log start offset; with it the exact lost range is
     named even when Spark only names the range of the batch it could not read.
     """
+    if (raised := raised_kappalake_error(text)) is not None:
+        return str(raised)
     if (match := _COULD_NOT_READ.search(text)) or (match := _CANNOT_FETCH.search(text)):
         tp = TopicPartition.parse(match["tp"])
         start = int(match["start"])

@@ -15,7 +15,7 @@ from kappalake.io.kafka.admin import end_offsets, wait_until_ready
 from kappalake.io.kafka.reader import kafka_source_options
 from kappalake.ops import batch_metrics
 from kappalake.ops.dataloss import DataLossMonitor, broker_log_starts
-from kappalake.ops.failures import explain_query_failure
+from kappalake.ops.failures import explain_query_failure, raised_kappalake_error
 from kappalake.quality.batch import QualityStop, explain_quality_stop
 from kappalake.ops.monitor import RunMonitor
 from kappalake.ops.progress import ProgressTracker, QueryTotals
@@ -147,6 +147,9 @@ def run_pipeline(ctx: RunContext, layers: Sequence[str], trigger: Trigger,
             raise
         if explain_quality_stop(str(exc)) is not None:
             raise QualityStop(f"pipeline {ctx.pipeline.name!r} stopped: {message}") from exc
+        raised = raised_kappalake_error(str(exc))  # raised inside a foreachBatch function: keep its class
+        if raised is not None:
+            raise type(raised)(f"pipeline {ctx.pipeline.name!r} failed: {message}") from exc
         raise KappalakeError(f"pipeline {ctx.pipeline.name!r} failed: {message}") from exc
     finally:
         for query in queries:
