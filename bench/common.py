@@ -27,12 +27,15 @@ def bench_home() -> Iterator[Path]:
 
 
 def raw_consume_rate(bootstrap: str, topic: str) -> tuple[int, float]:
-    """Read the whole topic with confluent-kafka as fast as possible: (messages, messages/s)."""
+    """Read the whole topic with confluent-kafka as fast as possible: (messages, messages/s).
+
+    Fetch sizes are the fastest measured on the local broker: 32 MB per partition per fetch reads
+    ~520k msgs/s from 2 or 3 partitions, where 10 MB read 260k (2 partitions) to 360k (3)."""
     ends = end_offsets(bootstrap, topic)
     total = sum(high - low for low, high in ends.values())
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-raw-{time.time()}",
-                         "enable.auto.commit": False, "fetch.max.bytes": 52428800,
-                         "max.partition.fetch.bytes": 10485760, "queued.max.messages.kbytes": 1048576})
+                         "enable.auto.commit": False, "fetch.max.bytes": 104857600,
+                         "max.partition.fetch.bytes": 33554432, "queued.max.messages.kbytes": 2097151})
     consumer.assign([TopicPartition(topic, p, low) for p, (low, _) in ends.items()])
     seen = 0
     started = time.perf_counter()
