@@ -53,14 +53,20 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 PII_KEY = "crash-test-pii-key"
-#: JVM options of the driver of the jobs the crash loop kills (``KAPPALAKE_CRASH_JVM_OPTS`` overrides; empty:
+#: JVM options of the driver of every job this harness starts (``KAPPALAKE_CRASH_JVM_OPTS`` overrides; empty:
 #: none). Each lives for seconds, and C2 compilation of code that runs a few times was most of its CPU: C1
 #: only cut a kill cycle's CPU by ~40% (measured: 48 -> 29 CPU-s to the first bronze batch). C1 alone gets a
 #: 48 MB code cache by default, which a long run fills ("Out of space in CodeCache"): keep the tiered size.
 #: The serial collector saves G1's concurrent threads on 2 cores (measured: ~2 s and ~4 CPU-s per start).
-#: Runs that are not killed (drains, the other scenarios) use the JVM's defaults.
+#: Drains and the other scenarios' jobs live for seconds too and use the same options; the rest of the test
+#: suite (the in-process session, the CLI and notebook tests) runs Spark with the JVM's defaults.
 CRASH_JVM_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=240m -XX:+UseSerialGC"
 QUERIES = ("bronze", "silver", "gold")
+
+
+def crash_jvm_options() -> str:
+    """The job JVM's extra options: ``KAPPALAKE_CRASH_JVM_OPTS`` if set (empty: none), else CRASH_JVM_OPTIONS."""
+    return os.environ.get("KAPPALAKE_CRASH_JVM_OPTS", CRASH_JVM_OPTIONS)
 
 
 @dataclass(frozen=True)
@@ -593,17 +599,18 @@ class Job:
     """One job process in its own process group; its stdout lines are collected with their arrival time."""
 
     def __init__(self, spec_path: Path, spec: JobSpec, log: Path, *args: str, prefix: list[str] | None = None,
-                 jvm_options: str = "") -> None:
+                 jvm_options: str | None = None) -> None:
         self.spec = spec
         self.log = log
         self.lines: list[tuple[float, str]] = []
         self.spawned = time.monotonic()
         self.ended_at: float | None = None
         self._stderr = open(log, "ab")  # noqa: SIM115 - closed in wait()
+        jvm = crash_jvm_options() if jvm_options is None else jvm_options
         command = [*(prefix or []), sys.executable, str(Path(__file__).resolve()), "run", "--spec", str(spec_path),
                    *args]
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=self._stderr, stdin=subprocess.DEVNULL,
-                                        cwd=REPO, env={**job_env(spec), "KAPPALAKE_JOB_JVM_OPTS": jvm_options},
+                                        cwd=REPO, env={**job_env(spec), "KAPPALAKE_JOB_JVM_OPTS": jvm},
                                         start_new_session=True, text=True)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -713,7 +720,7 @@ class Job:
 
 
 def spawn(spec_path: Path, spec: JobSpec, log: Path, *args: str, prefix: list[str] | None = None,
-          jvm_options: str = "") -> Job:
+          jvm_options: str | None = None) -> Job:
     return Job(spec_path, spec, log, *args, prefix=prefix, jvm_options=jvm_options)
 
 
@@ -916,7 +923,7 @@ def crash_loop(spec_path: Path, spec: JobSpec, kills: int, seed: int, logs: Path
         if refill is not None:
             refill(_layer_of(point, args))
         job = spawn(spec_path, spec, logs / f"kill-{number:02d}.log", *args,
-                    jvm_options=os.environ.get("KAPPALAKE_CRASH_JVM_OPTS", CRASH_JVM_OPTIONS))
+                    jvm_options=crash_jvm_options())
         try:
             if point == "startup":  # table creation, checkpoints, ClickHouse DDL, query start
                 spark_up = job.wait_marker("SPARK", timeout=hook_timeout)

@@ -124,7 +124,9 @@ def check_read_only_root_fails_cleanly(spec_path: Path, spec: JobSpec, tmp_path:
     assert error, f"the job failed without a clear message (exit {code}):\n{failed.stderr_tail()}"
     assert "ermission" in error or "read-only" in error.lower(), error
     assert str(lake) in error, f"the message does not say where: {error}"
-    assert "Traceback" not in failed.log.read_text(errors="replace")
+    assert error.startswith("JOB ERROR: pipeline 'payments' failed: cannot write "), error
+    assert "Traceback" not in failed.log.read_text(errors="replace").split("JOB ERROR:")[-1], \
+        f"not a clear message: {error[:1000]}"
 
     for name, path in tables.items():  # the Delta logs are intact and unchanged
         table = DeltaTable(path)
@@ -145,9 +147,13 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(job, bootstrap: 
     started = time.monotonic()
     lines: list[str] = []
 
+    summary = tmp_path / "summary.txt"  # kept with the test's files: the kill table of a passing run
+
     def say(line: str) -> None:
         lines.append(line)
         print(line, flush=True)
+        with summary.open("a") as out:
+            out.write(line + "\n")
 
     def refill(layer: str | None) -> None:  # keep three batches or more waiting for the query to be killed
         committed = committed_records(spec)

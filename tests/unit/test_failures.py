@@ -191,3 +191,58 @@ def test_a_kappalake_error_raised_in_foreach_batch_keeps_its_class_and_message()
     other = SPARK_42_FOREACH_BATCH_ERROR.replace("kappalake.errors.ClickHouseUnavailable", "ValueError")
     assert raised_kappalake_error(other) is None and explain_query_failure(other) is None
     assert raised_kappalake_error(SPARK_42_FOREACH_BATCH_ERROR.replace("ClickHouseUnavailable", "NoSuchError")) is None
+
+
+# ---------------------------------------------------------------------------------------------- storage
+
+# The read-only-root crash test's failure (abridged): silver's state store could not write its changelog,
+# reported through foreachBatch with a Python traceback in front of the Java cause.
+READ_ONLY_STATE_STORE = """[STREAM_FAILED] Query [id = c85d, runId = b318] terminated with exception: \
+[FOREACH_BATCH_USER_FUNCTION_ERROR] An error occurred in the user provided function in foreach batch sink. \
+Reason: An exception was raised by the Python Proxy. Return Message: Traceback (most recent call last):
+  File "/x/pyspark/sql/classic/dataframe.py", line 443, in collect
+py4j.protocol.Py4JJavaError: An error occurred while calling o2330.collectToPython.
+: org.apache.spark.SparkException: [CANNOT_LOAD_STATE_STORE.UNCATEGORIZED] An error occurred during loading state.
+Caused by: java.io.FileNotFoundException: /lake/_checkpoints/payments/silver/live/state/0/0/.11.changelog.ba95.TID7.tmp \
+(Permission denied)
+	... 34 more
+"""
+
+
+@pytest.mark.parametrize(("text", "path", "reason"), [
+    (READ_ONLY_STATE_STORE, "/lake/_checkpoints/payments/silver/live/state/0/0/.11.changelog.ba95.TID7.tmp",
+     "permission denied"),
+    ("[STREAM_FAILED] ... java.nio.file.AccessDeniedException: /lake/_checkpoints/payments/bronze/live/offsets/.1.tmp",
+     "/lake/_checkpoints/payments/bronze/live/offsets/.1.tmp", "permission denied"),
+    ("java.nio.file.FileSystemException: /mnt/lake/bronze/part-0.parquet: Read-only file system",
+     "/mnt/lake/bronze/part-0.parquet", "read-only file system"),
+    ("OSError: [Errno 28] No space left on device: '/data/lake/quality_results/x.parquet'",
+     "/data/lake/quality_results/x.parquet", "no space left on device"),
+    ("PermissionError: [Errno 13] Permission denied: '/data/runs/bronze.json'", "/data/runs/bronze.json",
+     "permission denied"),
+    ("org.apache.hadoop.security.AccessControlException: Permission denied: user=spark, access=WRITE, "
+     "inode=\"/warehouse/lake/silver\":hdfs:supergroup:drwxr-xr-x", "/warehouse/lake/silver", "permission denied"),
+    ("java.io.IOException: Mkdirs failed to create file:/lake/silver/_delta_log (exists=false, cwd=file:/w)",
+     "file:/lake/silver/_delta_log", "cannot create the directory"),
+])
+def test_a_refused_write_names_the_path_and_the_reason(text: str, path: str, reason: str) -> None:
+    from kappalake.ops.failures import explain_storage_failure
+
+    message = explain_storage_failure(text)
+    assert message is not None and message.startswith(f"cannot write {path}: {reason}. "), message
+    assert "replayed" in message and "Traceback" not in message
+    assert explain_query_failure(text) == message
+
+
+def test_a_full_disk_without_a_path_is_still_named() -> None:
+    from kappalake.ops.failures import explain_storage_failure
+
+    message = explain_storage_failure("Caused by: java.io.IOException: No space left on device\n\tat x")
+    assert message is not None and message.startswith("a write failed: no space left on device")
+
+
+def test_other_failures_are_not_storage_failures() -> None:
+    from kappalake.ops.failures import explain_storage_failure
+
+    assert explain_storage_failure("[STREAM_FAILED] Query [id = 1] terminated with exception: OOM") is None
+    assert explain_storage_failure(SPARK_42_FOREACH_BATCH_ERROR) is None

@@ -82,15 +82,50 @@ def raised_kappalake_error(text: str) -> KappalakeError | None:
     return None
 
 
+# Storage that refuses a write, as the JVM (java.io / java.nio / Hadoop) and Python (OSError) word it.
+_PATH = r"(?P<path>(?:[a-z][a-z0-9+.-]*:)?/[^\s'\"(),]+)"
+_STORAGE = [
+    (re.compile(r"java\.nio\.file\.AccessDeniedException: " + _PATH), "permission denied"),
+    (re.compile(_PATH + r" \(Permission denied\)"), "permission denied"),
+    (re.compile(_PATH + r": Read-only file system"), "read-only file system"),
+    (re.compile(_PATH + r" \(Read-only file system\)"), "read-only file system"),
+    (re.compile(r"\[Errno 13\] Permission denied: '" + _PATH), "permission denied"),
+    (re.compile(r"\[Errno 30\] Read-only file system: '" + _PATH), "read-only file system"),
+    (re.compile(r"\[Errno 28\] No space left on device: '" + _PATH), "no space left on device"),
+    (re.compile(_PATH + r" \(No space left on device\)"), "no space left on device"),
+    (re.compile(r"AccessControlException: Permission denied: .*?inode=\"" + _PATH), "permission denied"),
+    (re.compile(r"Mkdirs failed to create " + _PATH), "cannot create the directory"),
+]
+_NO_SPACE = re.compile(r"No space left on device")
+
+
+def explain_storage_failure(text: str) -> str | None:
+    """A clear message when ``text`` (a query's failure) says the storage refused a write: permission
+    denied, a read-only file system, a full disk. Names the path; None for other failures."""
+    for pattern, reason in _STORAGE:
+        if match := pattern.search(text):
+            return f"cannot write {match['path']}: {reason}" + _STORAGE_NEXT_STEP
+    if _NO_SPACE.search(text):
+        return "a write failed: no space left on device" + _STORAGE_NEXT_STEP
+    return None
+
+
+_STORAGE_NEXT_STEP = (". The job must be able to write its storage root (tables and checkpoints); the failed "
+                      "micro-batch was not committed to the checkpoint and is replayed when the job is restarted "
+                      "after the fix (Delta tables and checkpoints stay readable)")
+
+
 def explain_query_failure(text: str, log_start: LogStartLookup | None = None) -> str | None:
-    """A clear message when ``text`` (a query's failure) reports Kafka data loss or carries a
-    KappalakeError raised inside a foreachBatch function (its own message), else None.
+    """A clear message when ``text`` (a query's failure) reports Kafka data loss, a write the storage
+    refused, or carries a KappalakeError raised inside a foreachBatch function (its own message), else None.
 
     ``log_start`` gives a partition's current log start offset; with it the exact lost range is
     named even when Spark only names the range of the batch it could not read.
     """
     if (raised := raised_kappalake_error(text)) is not None:
         return str(raised)
+    if (storage := explain_storage_failure(text)) is not None:
+        return storage
     if (match := _COULD_NOT_READ.search(text)) or (match := _CANNOT_FETCH.search(text)):
         tp = TopicPartition.parse(match["tp"])
         start = int(match["start"])
