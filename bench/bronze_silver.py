@@ -8,10 +8,12 @@ partition, as many tasks as cores; with 3 partitions on 2 cores one core idles f
 batch and bronze is ~25% slower; the ratio is printed for the count used), measures the raw
 confluent-kafka consume rate of that topic, then runs bronze and silver (each alone, availableNow,
 batches of --batch records, the pipeline's shipped maxOffsetsPerTrigger by default) and reports
-their sustained events/s: the steady state of a warm JVM, as a long-running job has it. A warm-up
-pass of bronze and silver into scratch tables runs first and is not counted; the measured runs
-report from the start of their first batch to the end of their last (with --no-warmup, from the
-second batch on, leaving out the cold one).
+their sustained events/s: the steady state of a warm JVM, as a long-running job has it. Warm-up
+passes into scratch tables run first and are not counted: --warmup-passes of bronze (default 4: the
+JIT compiler still takes a core's worth of CPU for the first few million records; the script prints
+the JIT compile time spent inside each measured run) and one of silver. The measured runs report
+from the start of their first batch to the end of their last (with --no-warmup, from the second
+batch on, leaving out the cold one).
 Ends with: RESULT raw_rate=<msgs/s> bronze_rate=<events/s> silver_rate=<events/s> bronze_ratio=<x> silver_ratio=<x>
 """
 
@@ -34,6 +36,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--batch", type=int, default=None, help="maxOffsetsPerTrigger (default: the pipeline's)")
     parser.add_argument("--no-warmup", action="store_true", help="Measure a cold JVM.")
+    parser.add_argument("--warmup-passes", type=int, default=4, help="bronze passes before measuring (default 4)")
     parser.add_argument("--partitions", type=int, default=os.cpu_count() or 1,
                         help="partitions of the topic (default: the number of cores)")
     args = parser.parse_args()
@@ -61,9 +64,11 @@ def main() -> None:
             source = pipeline.source.model_copy(update={"options": {**pipeline.source.options,
                                                                     "maxOffsetsPerTrigger": batch}})
             ctx = RunContext(pipeline.model_copy(update={"source": source}), target, layout)
-            scratch_target = target.model_copy(update={"storage": target.storage.model_copy(
-                update={"root": target.storage.root + "-warmup"})})
-            warmup = RunContext(ctx.pipeline, scratch_target, layout)
+
+            def scratch(n: int) -> RunContext:
+                root = f"{target.storage.root}-warmup{n}"
+                return RunContext(ctx.pipeline, target.model_copy(update={"storage": target.storage.model_copy(
+                    update={"root": root})}), layout)
             started = time.perf_counter()
             summary = produce(ctx, events=args.events, start_time=datetime(2026, 11, 1, tzinfo=timezone.utc),
                               options=GeneratorOptions(seed=1, duplicate_fraction=0.02, malformed_fraction=0.01))
@@ -74,15 +79,21 @@ def main() -> None:
             spark = build_spark(target, "kappalake-bench", layout)
             if not args.no_warmup:
                 started = time.perf_counter()
-                run_pipeline(warmup, ["bronze", "silver"], Trigger(available_now=True), spark=spark)
-                print(f"warm-up pass (not counted): {time.perf_counter() - started:.0f}s")
+                for n in range(max(1, args.warmup_passes)):
+                    run_pipeline(scratch(n), ["bronze"], Trigger(available_now=True), spark=spark)
+                run_pipeline(scratch(0), ["silver"], Trigger(available_now=True), spark=spark)
+                print(f"warm-up passes (not counted): {time.perf_counter() - started:.0f}s")
+            jit = spark.sparkContext._jvm.java.lang.management.ManagementFactory.getCompilationMXBean()
             rates = {}
             for layer in ("bronze", "silver"):
+                compiled_ms = jit.getTotalCompilationTime()
                 result = run_pipeline(ctx, [layer], Trigger(available_now=True), spark=spark)
+                compiled_ms = jit.getTotalCompilationTime() - compiled_ms
                 progress = result.progress.get(f"{ctx.pipeline.name}.{layer}", [])
                 rows, rate = sustained_rate(progress, skip_first=args.no_warmup)
                 rates[layer] = rate
-                print(f"{layer}: {rows} events at {rate:,.0f} events/s over {len(progress)} batches")
+                print(f"{layer}: {rows} events at {rate:,.0f} events/s over {len(progress)} batches "
+                      f"(JIT compiling during the run: {compiled_ms / 1000:.1f}s)")
                 for p in progress:
                     print(f"  batch {p['batchId']}: {p['numInputRows']} rows, addBatch {p['durationMs']['addBatch']} ms")
             spark.stop()

@@ -33,12 +33,31 @@ def test_bronze_row_count_equals_produced(spark, make_context, topic_name, boots
             .collect()}
     assert rows == kafka  # byte-identical values at the same coordinates
     assert DeltaTable(ctx.table_path("bronze")).metadata().partition_columns == ["ingest_date"]
+    assert_bronze_file_layout(ctx.table_path("bronze"))
 
     # A second run over the same checkpoint reads only what is new.
     more = produce(ctx, events=500, options=GeneratorOptions(seed=6), start_time=START)
     again = run_pipeline(ctx, ["bronze"], Trigger(available_now=True), spark=spark)
     assert again.totals[f"{ctx.pipeline.name}.bronze"].input_rows == more.sent
     assert spark.read.format("delta").load(ctx.table_path("bronze")).count() == summary.sent + more.sent
+
+
+def assert_bronze_file_layout(path: str) -> None:
+    """Payload bytes without dictionary or page statistics, timestamps as INT64 micros (not INT96)."""
+    import pyarrow.parquet as pq
+
+    files = [f for f in DeltaTable(path).file_uris() if f.endswith(".parquet")]
+    assert files
+    for file in files:
+        meta = pq.ParquetFile(file.removeprefix("file://")).metadata
+        columns = {meta.row_group(0).column(i).path_in_schema: meta.row_group(0).column(i)
+                   for i in range(meta.num_columns)}
+        value = columns["value"]
+        assert not any("DICTIONARY" in encoding for encoding in value.encodings), value.encodings
+        assert not value.is_stats_set
+        assert columns["offset"].is_stats_set  # other columns keep theirs
+        assert columns["ingest_time"].physical_type == "INT64"
+        assert columns["kafka_timestamp"].physical_type == "INT64"
 
 
 def test_missing_topic_fails_clearly(spark, make_context) -> None:

@@ -28,6 +28,12 @@ def test_subscribe_and_defaults() -> None:
     assert options["subscribe"] == "a,b" and options["kafka.bootstrap.servers"] == "broker:9092"
     assert options["failOnDataLoss"] == "true" and options["startingOffsets"] == "earliest"
     assert "minPartitions" not in options  # clusters keep Spark's one task per Kafka partition
+    assert options["kafka.max.poll.records"] == "100000"  # one poll per fetch, not one per 500 records
+
+
+def test_pipeline_can_lower_max_poll_records() -> None:
+    source = SourceConfig(subscribe=["a"], options={"kafka.max.poll.records": 500})
+    assert kafka_source_options(_ctx(source))["kafka.max.poll.records"] == "500"
 
 
 def test_subscribe_pattern_uses_sparks_name() -> None:

@@ -348,6 +348,7 @@ COMMON = {
     "spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled": "true",
     "spark.sql.session.timeZone": "UTC",
     "spark.databricks.delta.schema.autoMerge.enabled": "false",
+    "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
 }
 LOCAL_ONLY = ("spark.ui.enabled", "spark.ui.showConsoleProgress", "spark.driver.extraJavaOptions",
               "spark.sql.warehouse.dir")
