@@ -9,11 +9,11 @@ batch and bronze is ~25% slower; the ratio is printed for the count used), measu
 confluent-kafka consume rate of that topic, then runs bronze and silver (each alone, availableNow,
 batches of --batch records, the pipeline's shipped maxOffsetsPerTrigger by default) and reports
 their sustained events/s: the steady state of a warm JVM, as a long-running job has it. Warm-up
-passes into scratch tables run first and are not counted: --warmup-passes of bronze (default 4: the
-JIT compiler still takes a core's worth of CPU for the first few million records; the script prints
-the JIT compile time spent inside each measured run) and one of silver. The measured runs report
-from the start of their first batch to the end of their last (with --no-warmup, from the second
-batch on, leaving out the cold one).
+passes into scratch tables run right before each layer's measured run and are not counted:
+--warmup-passes of bronze (default 4: the JIT compiler still takes a core's worth of CPU for the
+first few million records; the script prints the JIT compile time spent inside each measured run)
+and one of silver. The measured runs report from the start of their first batch to the end of their
+last (with --no-warmup, from the second batch on, leaving out the cold one).
 Ends with: RESULT raw_rate=<msgs/s> bronze_rate=<events/s> silver_rate=<events/s> bronze_ratio=<x> silver_ratio=<x>
 """
 
@@ -77,15 +77,15 @@ def main() -> None:
             print(f"raw consume (confluent-kafka): {raw_messages} msgs at {raw_rate:,.0f} msgs/s")
 
             spark = build_spark(target, "kappalake-bench", layout)
-            if not args.no_warmup:
-                started = time.perf_counter()
-                for n in range(max(1, args.warmup_passes)):
-                    run_pipeline(scratch(n), ["bronze"], Trigger(available_now=True), spark=spark)
-                run_pipeline(scratch(0), ["silver"], Trigger(available_now=True), spark=spark)
-                print(f"warm-up passes (not counted): {time.perf_counter() - started:.0f}s")
             jit = spark.sparkContext._jvm.java.lang.management.ManagementFactory.getCompilationMXBean()
             rates = {}
             for layer in ("bronze", "silver"):
+                if not args.no_warmup:  # each layer right after its own warm-up, as a running job has it
+                    started = time.perf_counter()
+                    passes = max(1, args.warmup_passes) if layer == "bronze" else 1
+                    for n in range(passes):
+                        run_pipeline(scratch(n), [layer], Trigger(available_now=True), spark=spark)
+                    print(f"{layer} warm-up, {passes} pass(es) (not counted): {time.perf_counter() - started:.0f}s")
                 compiled_ms = jit.getTotalCompilationTime()
                 result = run_pipeline(ctx, [layer], Trigger(available_now=True), spark=spark)
                 compiled_ms = jit.getTotalCompilationTime() - compiled_ms
