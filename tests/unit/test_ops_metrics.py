@@ -193,3 +193,35 @@ def test_serve_exposes_the_text_format() -> None:
     lag = 'layer="bronze",partition="0",pipeline="payments",topic="payments"'
     assert f"kappalake_consumer_lag_offsets{{{lag}}} 200.0" in lines
     assert not any(line.startswith(("python_gc", "process_")) for line in lines)  # not the global registry
+
+
+def test_each_batch_row_carries_its_own_latency_though_a_no_data_batch_ran_before_it_was_read(tmp_path) -> None:
+    """A stateful query runs a no-data batch (no events, no latency) right after a data batch; the
+    runner reads the data batch's progress only after that. Its metrics row and histogram must still
+    get the data batch's latency, once."""
+    from pathlib import Path
+
+    from kappalake.config.loader import load_pipeline, load_target
+    from kappalake.ops import batch_metrics
+    from kappalake.ops.monitor import RunMonitor
+    from kappalake.runtime.context import RunContext
+    from kappalake.runtime.paths import HomeLayout
+
+    conf = Path(__file__).resolve().parents[2] / "conf"
+    target = load_target(conf, "local")
+    target = target.model_copy(update={"monitoring": target.monitoring.model_copy(update={"clickhouse_table": False})})
+    monitor = RunMonitor(RunContext(load_pipeline("payments", conf, "local"), target,
+                                    HomeLayout(tmp_path, tmp_path / "cache")))
+    name = "payments.silver"
+    batch_metrics.reset(name)
+    batch_metrics.set_latency(name, 0, p50=1.0, p95=2.0, max=3.0, sample=[1.0, 2.0, 3.0])
+    batch_metrics.set_latency(name, 1, p50=5.0, p95=6.0, max=7.0, sample=[5.0, 6.0])
+    batch_metrics.set_latency(name, 2)  # the no-data batch: nothing to measure
+    for batch, rows in ((0, 1000), (1, 400), (2, 0)):
+        monitor.on_progress({**progress(batch, rows, {"0": 500 + batch, "1": 500}, {"0": 510, "1": 500}), "name": name})
+    assert [(r["batch_id"], r["latency_p95_s"]) for r in monitor._pending_rows] == [(0, 2.0), (1, 6.0)]
+    labels = {"pipeline": "payments", "layer": "silver", "kind": "event_time"}
+    assert value(monitor.metrics, "kappalake_end_to_end_latency_seconds_count", **labels) == 5
+    assert batch_metrics.latency(name, 1)["p95"] == 6.0
+    batch_metrics.reset(name)  # a new run forgets them
+    assert batch_metrics.latency(name, 1) == {}

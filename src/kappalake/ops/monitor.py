@@ -65,7 +65,7 @@ class RunMonitor:
         counts = self._new_counts(name)
         if counts:
             self.metrics.observe_batch_counts(self.pipeline, layer, **counts)
-        latency = batch_metrics.latency(name)
+        latency = batch_metrics.latency(name, int(progress.get("batchId", -1)))
         if latency:
             self.metrics.observe_latency(self.pipeline, layer, "event_time", latency.get("sample", []))
         if int(progress.get("numInputRows") or 0) > 0:

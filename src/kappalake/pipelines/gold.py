@@ -134,7 +134,7 @@ class GoldIntakeWriter(QueryBinding):
                     high[column] = stats[column]
             self.high_water.record(batch_id, high)
             batch_metrics.add(self.query_name, valid_rows=int(stats["rows"]), late_rows=late_count)
-            batch_metrics.set_latency(self.query_name, **latency_after_commit(stats["_event_times"]))
+            batch_metrics.set_latency(self.query_name, batch_id, **latency_after_commit(stats["_event_times"]))
             if late_count:
                 log.warning("%s batch %d: %d (event, window) pairs arrived after their window closed; "
                             "recorded in %s", self.query_name, batch_id, late_count, late_path)

@@ -117,7 +117,7 @@ class SilverBatchWriter(QueryBinding):
                            "silver", app_id, batch_id)
             batch_metrics.add(self.query_name, valid_rows=valid_count, dead_letter_rows=dead_count,
                               **metric_counts(outcome))
-            batch_metrics.set_latency(self.query_name, **latency_after_commit(measured.extra["event_times"]))
+            batch_metrics.set_latency(self.query_name, batch_id, **latency_after_commit(measured.extra["event_times"]))
             if dead_count:
                 log.warning("%s batch %d: %d records dead-lettered (%d quarantined by expectations)",
                             self.query_name, batch_id, dead_count, measured.quarantined)
