@@ -489,6 +489,10 @@ def test_librdkafka_config_drops_java_only_and_spark_options():
         "kafka.ssl.keystore.type": "JKS",
         "failOnDataLoss": "true",
         "kafka.ssl.ca.location": "/etc/ssl/ca.pem",
+        # Spark consumer tuning: librdkafka has no such property (it would refuse to start) or reads it differently
+        "kafka.receive.buffer.bytes": "-1",
+        "kafka.max.poll.records": "100000",
+        "kafka.max.partition.fetch.bytes": "33554432",
     }
     assert librdkafka_config("b:9092", options) == {"bootstrap.servers": "b:9092", "ssl.ca.location": "/etc/ssl/ca.pem"}
 

@@ -12,6 +12,11 @@ _JAAS_MECHANISM = {
     "PlainLoginModule": "PLAIN",
     "ScramLoginModule": "SCRAM-SHA-512",
 }
+# What the Python clients (admin, lag, producer) take from the ``kafka.*`` options: how to reach and
+# authenticate to the brokers. Everything else there tunes Spark's Java consumer (fetch sizes,
+# max.poll.records, receive.buffer.bytes, ...): names librdkafka lacks or reads differently.
+_CONNECTION_PREFIXES = ("security.", "sasl.", "ssl.")
+_CONNECTION_KEYS = {"client.id"}
 # Java client settings that have no librdkafka equivalent and are safe to leave out for Python clients.
 _JAVA_ONLY = {"sasl.jaas.config", "ssl.truststore.type", "ssl.keystore.type", "ssl.endpoint.identification.algorithm",
               "isolation.level"}
@@ -19,7 +24,8 @@ _JAVA_ONLY = {"sasl.jaas.config", "ssl.truststore.type", "ssl.keystore.type", "s
 
 def librdkafka_config(bootstrap_servers: str, options: Mapping[str, str] | None = None,
                       **extra: Any) -> dict[str, Any]:
-    """Client config for confluent-kafka from ``kafka.*`` options as Spark takes them."""
+    """Client config for confluent-kafka from ``kafka.*`` options as Spark takes them: the connection and
+    security settings (``security.*``, ``sasl.*``, ``ssl.*``, ``client.id``); consumer tuning is Spark's."""
     config: dict[str, Any] = {"bootstrap.servers": bootstrap_servers}
     for name, value in (options or {}).items():
         if not name.startswith("kafka."):
@@ -33,7 +39,7 @@ def librdkafka_config(bootstrap_servers: str, options: Mapping[str, str] | None 
                 if module in value:
                     config.setdefault("sasl.mechanism", mechanism)
             continue
-        if key in _JAVA_ONLY:
+        if key in _JAVA_ONLY or not (key.startswith(_CONNECTION_PREFIXES) or key in _CONNECTION_KEYS):
             continue
         config[key] = value
     config.update(extra)
