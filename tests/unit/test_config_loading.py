@@ -186,7 +186,7 @@ def test_payments_pipeline(env: dict[str, str]) -> None:
     assert payments.source.options == {  # values become the strings Spark expects
         "startingOffsets": "earliest",
         "failOnDataLoss": "true",
-        "maxOffsetsPerTrigger": "500000",
+        "maxOffsetsPerTrigger": "1000000",
         "kafka.isolation.level": "read_committed",
     }
     events = payments.events
@@ -235,7 +235,7 @@ def test_iot_pipeline(env: dict[str, str]) -> None:
 
 # --------------------------------------------------------------------------- target overlays
 
-@pytest.mark.parametrize(("target", "expected"), [("local", "500000"), ("databricks", "2000000"), ("k8s", "500000")])
+@pytest.mark.parametrize(("target", "expected"), [("local", "1000000"), ("databricks", "2000000"), ("k8s", "1000000")])
 def test_payments_databricks_overlay_raises_max_offsets(target: str, expected: str, env: dict[str, str]) -> None:
     options = load_pipeline("payments", CONF, target, env=env).source.options
     assert options["maxOffsetsPerTrigger"] == expected
@@ -248,7 +248,7 @@ def test_payments_databricks_overlay_raises_max_offsets(target: str, expected: s
 def test_payments_overlay_touches_nothing_else(env: dict[str, str]) -> None:
     local = load_pipeline("payments", CONF, "local", env=env).model_dump()
     databricks = load_pipeline("payments", CONF, "databricks", env=env).model_dump()
-    assert local["source"]["options"].pop("maxOffsetsPerTrigger") == "500000"
+    assert local["source"]["options"].pop("maxOffsetsPerTrigger") == "1000000"
     assert databricks["source"]["options"].pop("maxOffsetsPerTrigger") == "2000000"
     assert local == databricks
 
