@@ -48,6 +48,20 @@ def raw_consume_rate(bootstrap: str, topic: str) -> tuple[int, float]:
     return seen, seen / elapsed
 
 
+def raw_consume_limit(bootstrap: str, topic: str, passes: int = 4) -> tuple[int, float, list[float]]:
+    """The raw limit: the fastest of ``passes`` full reads of ``topic`` (messages, msgs/s, every pass's rate).
+
+    One pass is not a limit: the first read after producing is the slowest (the broker's own JIT is
+    cold), and back-to-back reads of the same topic vary by ±15% on a small machine. Spark's measured
+    runs read a warm broker, so the raw side must too."""
+    rates = []
+    messages = 0
+    for _ in range(max(1, passes)):
+        messages, rate = raw_consume_rate(bootstrap, topic)
+        rates.append(rate)
+    return messages, max(rates), rates
+
+
 def sustained_rate(progress: list[dict], skip_first: bool = False) -> tuple[int, float]:
     """Rows and rows/s over the batches of a run: first batch start to last batch end (JVM start excluded).
     With ``skip_first`` the first batch (cold JIT, first Delta commit) is left out: the steady state."""
