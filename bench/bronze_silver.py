@@ -9,8 +9,9 @@ batch and bronze is ~25% slower; the ratio is printed for the count used), measu
 confluent-kafka consume rate of that topic (the fastest of --raw-passes full reads, default 4: the
 first read after producing meets a cold broker and is the slowest; Spark later reads a warm one),
 then runs bronze and silver (each alone, availableNow,
-batches of --batch records, the pipeline's shipped maxOffsetsPerTrigger by default) and reports
-their sustained events/s: the steady state of a warm JVM, as a long-running job has it. Warm-up
+batches of --batch records, the pipeline's shipped maxOffsetsPerTrigger by default) --repeats times
+each (default 3, each run into fresh tables; one run of a few batches varies by ±10%) and reports
+the median of their sustained events/s: the steady state of a warm JVM, as a long-running job has it. Warm-up
 passes into scratch tables run right before each layer's measured run and are not counted:
 --warmup-passes of bronze (default 4: the JIT compiler still takes a core's worth of CPU for the
 first few million records; the script prints the JIT compile time spent inside each measured run)
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import time
 from datetime import datetime, timezone
@@ -39,6 +41,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=None, help="maxOffsetsPerTrigger (default: the pipeline's)")
     parser.add_argument("--no-warmup", action="store_true", help="Measure a cold JVM.")
     parser.add_argument("--warmup-passes", type=int, default=4, help="bronze passes before measuring (default 4)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="measured runs per layer, each into fresh tables; the median is reported (default 3)")
     parser.add_argument("--raw-passes", type=int, default=4,
                         help="full confluent-kafka reads of the topic; the fastest is the raw limit (default 4)")
     parser.add_argument("--partitions", type=int, default=os.cpu_count() or 1,
@@ -69,8 +73,8 @@ def main() -> None:
                                                                     "maxOffsetsPerTrigger": batch}})
             ctx = RunContext(pipeline.model_copy(update={"source": source}), target, layout)
 
-            def scratch(n: int) -> RunContext:
-                root = f"{target.storage.root}-warmup{n}"
+            def scratch(name: object) -> RunContext:
+                root = f"{target.storage.root}-{name}"
                 return RunContext(ctx.pipeline, target.model_copy(update={"storage": target.storage.model_copy(
                     update={"root": root})}), layout)
             started = time.perf_counter()
@@ -90,18 +94,23 @@ def main() -> None:
                     started = time.perf_counter()
                     passes = max(1, args.warmup_passes) if layer == "bronze" else 1
                     for n in range(passes):
-                        run_pipeline(scratch(n), [layer], Trigger(available_now=True), spark=spark)
+                        run_pipeline(scratch(f"warmup{n}"), [layer], Trigger(available_now=True), spark=spark)
                     print(f"{layer} warm-up, {passes} pass(es) (not counted): {time.perf_counter() - started:.0f}s")
-                compiled_ms = jit.getTotalCompilationTime()
-                result = run_pipeline(ctx, [layer], Trigger(available_now=True), spark=spark)
-                compiled_ms = jit.getTotalCompilationTime() - compiled_ms
-                progress = result.progress.get(f"{ctx.pipeline.name}.{layer}", [])
-                rows, rate = sustained_rate(progress, skip_first=args.no_warmup)
-                rates[layer] = rate
-                print(f"{layer}: {rows} events at {rate:,.0f} events/s over {len(progress)} batches "
-                      f"(JIT compiling during the run: {compiled_ms / 1000:.1f}s)")
-                for p in progress:
-                    print(f"  batch {p['batchId']}: {p['numInputRows']} rows, addBatch {p['durationMs']['addBatch']} ms")
+                runs = []
+                for n in range(max(1, args.repeats)):  # each into fresh tables, re-reading the whole topic
+                    compiled_ms = jit.getTotalCompilationTime()
+                    result = run_pipeline(ctx if n == 0 else scratch(f"measure{n}"), [layer],
+                                          Trigger(available_now=True), spark=spark)
+                    compiled_ms = jit.getTotalCompilationTime() - compiled_ms
+                    progress = result.progress.get(f"{ctx.pipeline.name}.{layer}", [])
+                    rows, rate = sustained_rate(progress, skip_first=args.no_warmup)
+                    runs.append(rate)
+                    print(f"{layer} run {n + 1}: {rows} events at {rate:,.0f} events/s over {len(progress)} batches "
+                          f"(JIT compiling during the run: {compiled_ms / 1000:.1f}s)")
+                    for p in progress:
+                        print(f"  batch {p['batchId']}: {p['numInputRows']} rows, addBatch {p['durationMs']['addBatch']} ms")
+                rates[layer] = statistics.median(runs)
+                print(f"{layer}: median of {len(runs)} runs {rates[layer]:,.0f} events/s")
             spark.stop()
         finally:
             stack.down()
