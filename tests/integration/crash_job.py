@@ -917,7 +917,9 @@ def crash_loop(spec_path: Path, spec: JobSpec, kills: int, seed: int, logs: Path
     for number, point in enumerate(kill_schedule(kills, rng), 1):
         if point == "startup":
             args, label = [], ""
-            delay = rng.uniform(0.0, 5.0)  # the queries take 7 s or more to start after the session
+            # The queries take 4 s or more to start after the session on a quiet 2-core machine (7 s and more
+            # on a loaded one); a later kill would land after start-up, not in it.
+            delay = rng.uniform(0.0, 2.0)
         else:
             args, label = kill_arguments(point, rng)
         if refill is not None:
