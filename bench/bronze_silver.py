@@ -8,10 +8,10 @@ partition, as many tasks as cores; with 3 partitions on 2 cores one core idles f
 batch and bronze is ~25% slower; the ratio is printed for the count used), measures the raw
 confluent-kafka consume rate of that topic (the fastest of --raw-passes full reads, default 4: the
 first read after producing meets a cold broker and is the slowest; Spark later reads a warm one),
-then runs bronze and silver (each alone, availableNow,
-batches of --batch records, the pipeline's shipped maxOffsetsPerTrigger by default) --repeats times
-each (default 3, each run into fresh tables; one run of a few batches varies by ±10%) and reports
-the median of their sustained events/s: the steady state of a warm JVM, as a long-running job has it. Warm-up
+then runs bronze and silver (each alone, availableNow, batches of --batch records, the pipeline's
+shipped maxOffsetsPerTrigger by default) --repeats times each (default 3, each run into fresh
+tables; one run varies by ±10-15%) and reports the median of their sustained events/s: the steady
+state of a warm JVM, as a long-running job has it. Warm-up
 passes into scratch tables run right before each layer's measured run and are not counted:
 --warmup-passes of bronze (default 4: the JIT compiler still takes a core's worth of CPU for the
 first few million records; the script prints the JIT compile time spent inside each measured run)
@@ -73,7 +73,7 @@ def main() -> None:
                                                                     "maxOffsetsPerTrigger": batch}})
             ctx = RunContext(pipeline.model_copy(update={"source": source}), target, layout)
 
-            def scratch(name: object) -> RunContext:
+            def scratch(name: str) -> RunContext:
                 root = f"{target.storage.root}-{name}"
                 return RunContext(ctx.pipeline, target.model_copy(update={"storage": target.storage.model_copy(
                     update={"root": root})}), layout)
