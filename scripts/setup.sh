@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# Set up kappalake on this machine: Java 17 + Maven (apt, if missing), a virtualenv in .venv with the
-# package and its dev tools, and the pinned JVM jars resolved from Maven Central into the data dir.
-# Safe to run again: every step is skipped when already done. Sourced by demo.sh and test.sh.
+# Set up kappalake on this machine: Java 17 + Maven (apt, if missing), a virtualenv with the package,
+# its dev tools and the selected Spark line's pyspark + delta-spark, and that line's JVM jars resolved
+# from Maven Central into the data dir. Safe to run again: every step is skipped when already done.
+# Sourced by demo.sh and test.sh.
+#
+# KAPPALAKE_SPARK selects the Spark line: 4.2 (default), 4.1 or 4.0 (Databricks 17.3 LTS). The default
+# line lives in .venv, another line in .venv-spark<line> (KAPPALAKE_VENV overrides), so switching lines
+# never reinstalls the other's venv.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export KAPPALAKE_HOME="${KAPPALAKE_HOME:-$REPO/.kappalake}"
-VENV="$REPO/.venv"
 PYTHON="${PYTHON:-python3}"
 
 say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
@@ -38,17 +42,31 @@ fi
 [ "$(java_major)" -ge 17 ] || fail "Java 17 or newer is required; found: $(java -version 2>&1 | head -1)"
 command -v mvn >/dev/null || apt_install maven
 
+# --- the Spark line: its pins from src/kappalake/versions.py (stdlib only, runs before the install) -----
+pin() { PYTHONPATH="$REPO/src" "$PYTHON" -m kappalake.versions --get "$1"; }
+ASKED_LINE="${KAPPALAKE_SPARK:-}"
+KAPPALAKE_SPARK="$(pin kappalake_spark)" \
+  || fail "KAPPALAKE_SPARK=$ASKED_LINE is not a supported Spark line (see the line above)"
+export KAPPALAKE_SPARK
+LINE_PIP="$(pin pip)"     # e.g. "pyspark==4.2.0 delta-spark==4.4.0"
+if [ -n "${KAPPALAKE_VENV:-}" ]; then VENV="$KAPPALAKE_VENV"
+elif [ "$KAPPALAKE_SPARK" = "$(KAPPALAKE_SPARK='' pin kappalake_spark)" ]; then VENV="$REPO/.venv"
+else VENV="$REPO/.venv-spark$KAPPALAKE_SPARK"; fi
+say "Spark line $KAPPALAKE_SPARK ($LINE_PIP) in $VENV"
+
 # --- virtualenv with the package ------------------------------------------------------------------
 if [ ! -x "$VENV/bin/python" ]; then
   say "creating virtualenv $VENV"
   "$PYTHON" -m venv "$VENV"
 fi
 STAMP="$VENV/.kappalake-installed"
-WANT="$(sha256sum "$REPO/pyproject.toml" | cut -c1-64)"
+CONSTRAINTS="$VENV/kappalake-constraints.txt"
+WANT="$( (cat "$REPO/pyproject.toml"; echo "$LINE_PIP") | sha256sum | cut -c1-64)"
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
-  say "installing kappalake and its dependencies into $VENV"
+  say "installing kappalake and its dependencies ($LINE_PIP) into $VENV"
+  tr ' ' '\n' <<< "$LINE_PIP" > "$CONSTRAINTS"
   "$VENV/bin/python" -m pip install -q --upgrade pip
-  "$VENV/bin/python" -m pip install -q -e "$REPO[dev]"
+  "$VENV/bin/python" -m pip install -q -c "$CONSTRAINTS" -e "$REPO[dev]"
   echo "$WANT" > "$STAMP"
 fi
 export PATH="$VENV/bin:$PATH"

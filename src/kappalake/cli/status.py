@@ -123,10 +123,11 @@ def render(ctx: typer.Context, pipeline: str | None) -> Group:
                 errors.append(f"{name}.{layer} last run skipped {record['lost_offsets']} offsets no longer in Kafka")
             if record.get("error"):
                 errors.append(f"{name}.{layer} last run failed: {record['error']}")
-    for component, value, key in (("Spark", versions.SPARK_VERSION, "spark"),
-                                  ("Delta Lake", versions.DELTA_VERSION, "delta"),
-                                  ("Spark Kafka connector", versions.SPARK_VERSION, "kafka_connector"),
-                                  ("kafka-clients (Spark side)", "-", "kafka_clients"),
+    line = versions.selected_line()
+    for component, value, key in (("Spark", f"{line.spark} (line {line.name})", "spark"),
+                                  ("Delta Lake", line.delta, "delta"),
+                                  ("Spark Kafka connector", line.spark, "kafka_connector"),
+                                  ("kafka-clients (Spark side)", line.kafka_clients, "kafka_clients"),
                                   ("Kafka broker (local stack)", versions.KAFKA_BROKER_VERSION, None),
                                   ("connector path", "jvm (spark-sql-kafka-0-10)", "connector_path")):
         pinned.add_row(component, value, running.get(key, "-") if key else

@@ -1,8 +1,9 @@
 """Resolve the pinned JVM jars from Maven Central into the cache under the data directory.
 
-* Spark connectors (Kafka source, Delta): Spark's own ``spark.jars.packages`` resolution with the
-  Ivy cache at ``<cache>/ivy``, run once by ``kappalake setup``; the resolved jar list is recorded
-  in a manifest so later sessions load the jars with ``spark.jars`` and need no network.
+* Spark connectors (Kafka source, Delta) of the selected Spark line (``KAPPALAKE_SPARK``): Spark's own
+  ``spark.jars.packages`` resolution with the Ivy cache at ``<cache>/ivy``, run once per line by
+  ``kappalake setup``; the resolved jar list is recorded in a manifest per line so later sessions load
+  the jars with ``spark.jars`` and need no network.
 * The Kafka broker for the local stack: ``mvn dependency:copy-dependencies`` from a generated POM
   (Spark is not involved there).
 
@@ -16,7 +17,7 @@ import re
 import shutil
 import subprocess
 import sys
-from importlib import resources
+from importlib import metadata, resources
 from pathlib import Path
 
 from kappalake import versions
@@ -111,9 +112,33 @@ def resolve_broker_jars(layout: HomeLayout, artifacts: tuple[str, ...] = version
     return jars
 
 
-def spark_jars(layout: HomeLayout) -> list[str] | None:
-    """The resolved Spark connector jars, or None when setup has not resolved the pinned packages."""
-    return _manifest_ok(layout.spark_jars_manifest, "packages", list(versions.SPARK_PACKAGES))
+def installed_version(distribution: str) -> str | None:
+    """The version of the installed Python ``distribution`` in this interpreter, or None."""
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def require_matching_python_packages(line: versions.SparkLine) -> None:
+    """Fail clearly when this interpreter's pyspark/delta-spark are not the ones of ``line``: the connector
+    jars resolved for one Spark line do not load into another line's JVM."""
+    wanted = {"pyspark": line.spark, "delta-spark": line.delta}
+    found = {name: installed_version(name) for name in wanted}
+    wrong = [f"{name} {found[name] or '(not installed)'}" for name in wanted if found[name] != wanted[name]]
+    if wrong:
+        raise DependencyError(
+            f"{versions.LINE_ENV}={line.name} selects Spark {line.spark} with delta-spark {line.delta}, but "
+            f"{sys.executable} has {' and '.join(wrong)}; run 'KAPPALAKE_SPARK={line.name} bash scripts/setup.sh' "
+            f"(it installs that line into its own virtualenv) or set {versions.LINE_ENV} to this "
+            "interpreter's line")
+
+
+def spark_jars(layout: HomeLayout, line: versions.SparkLine | None = None) -> list[str] | None:
+    """The resolved connector jars of ``line`` (default: the selected one), or None when setup has not
+    resolved them."""
+    line = line or versions.selected_line()
+    return _manifest_ok(layout.spark_jars_manifest(line.name), "packages", list(line.packages))
 
 
 _IVY_PROBE = """
@@ -140,12 +165,15 @@ def explain_ivy_failure(output: str) -> str:
     return output.strip()[-400:]
 
 
-def resolve_spark_jars(layout: HomeLayout, packages: tuple[str, ...] = versions.SPARK_PACKAGES) -> list[str]:
-    """Resolve ``packages`` with Spark's Ivy resolution (once); return the jar paths."""
-    if packages == versions.SPARK_PACKAGES:
-        existing = spark_jars(layout)
-        if existing:
-            return existing
+def resolve_spark_jars(layout: HomeLayout, line: versions.SparkLine | None = None) -> list[str]:
+    """Resolve the connector jars of ``line`` (default: the selected one) with Spark's Ivy resolution
+    (once per line); return the jar paths."""
+    line = line or versions.selected_line()
+    require_matching_python_packages(line)
+    packages = line.packages
+    existing = spark_jars(layout, line)
+    if existing:
+        return existing
     layout.ivy.mkdir(parents=True, exist_ok=True)
     try:
         result = subprocess.run([sys.executable, "-c", _IVY_PROBE, ",".join(packages), str(layout.ivy)],
@@ -153,10 +181,11 @@ def resolve_spark_jars(layout: HomeLayout, packages: tuple[str, ...] = versions.
     except subprocess.TimeoutExpired:
         raise DependencyError(f"resolving {', '.join(packages)} timed out after 15 minutes") from None
     output = result.stdout + result.stderr
-    line = next((ln for ln in result.stdout.splitlines() if ln.startswith("KAPPALAKE_JARS=")), None)
-    if result.returncode != 0 or line is None:
+    marker = next((ln for ln in result.stdout.splitlines() if ln.startswith("KAPPALAKE_JARS=")), None)
+    if result.returncode != 0 or marker is None:
         raise DependencyError(f"Spark connector jars: {explain_ivy_failure(output)} (wanted {', '.join(packages)})")
-    jars = json.loads(line.split("=", 1)[1])
-    layout.spark_jars_manifest.parent.mkdir(parents=True, exist_ok=True)
-    layout.spark_jars_manifest.write_text(json.dumps({"packages": list(packages), "jars": jars}, indent=1))
+    jars = json.loads(marker.split("=", 1)[1])
+    manifest = layout.spark_jars_manifest(line.name)
+    manifest.parent.mkdir(parents=True, exist_ok=True)
+    manifest.write_text(json.dumps({"packages": list(packages), "jars": jars}, indent=1))
     return jars

@@ -40,9 +40,9 @@ class HomeLayout:
     def ivy(self) -> Path:
         return self.cache / "ivy"
 
-    @property
-    def spark_jars_manifest(self) -> Path:
-        return self.cache / "jars" / "spark-jars.json"
+    def spark_jars_manifest(self, line: str) -> Path:
+        """The resolved connector jars of Spark line ``line`` (one manifest per line: lines share the Ivy cache)."""
+        return self.cache / "jars" / f"spark-{line}-jars.json"
 
     @property
     def stack(self) -> Path:

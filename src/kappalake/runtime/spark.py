@@ -127,15 +127,22 @@ def runtime_versions(spark: SparkSession) -> RuntimeVersions:
 
 
 def require_connectors(spark: SparkSession) -> RuntimeVersions:
-    """Fail with a clear message when the Kafka connector or Delta is not on the classpath."""
+    """Fail with a clear message when the session's Spark is not a supported line, or the Kafka
+    connector or Delta is not on the classpath."""
     found = runtime_versions(spark)
+    if versions.line_of_spark(found.spark) is None:
+        raise DependencyError(
+            f"Spark {found.spark} is not a supported line; kappalake runs on Spark "
+            f"{', '.join(f'{ln.spark} ({ln.databricks_name})' for ln in versions.LINES.values())}")
     missing = [name for name, value in (("Delta Lake (delta-spark)", found.delta),
                                         ("Spark Kafka connector (spark-sql-kafka-0-10)", found.kafka_connector))
                if value == "missing"]
     if missing:
+        line = versions.line_of_spark(found.spark) or versions.selected_line()
         raise DependencyError(
-            f"{' and '.join(missing)} not on the Spark classpath; on Databricks use a runtime with Spark "
-            f"{versions.SPARK_VERSION}, on k8s list {', '.join(versions.SPARK_PACKAGES)} in spark.jars.packages, "
-            "locally run 'kappalake setup'"
+            f"{' and '.join(missing)} not on the Spark classpath of Spark {found.spark}; on Databricks use "
+            f"Databricks Runtime {line.databricks_name} ({line.databricks_runtime}), on k8s list "
+            f"{', '.join(line.packages)} in spark.jars.packages, locally run 'kappalake setup' "
+            f"(with {versions.LINE_ENV}={line.name})"
         )
     return found
