@@ -4,7 +4,7 @@ Structural checks only: the ``databricks`` CLI (``databricks bundle validate``) 
 its bundle JSON schema is not available offline, so these tests parse the YAML with PyYAML and check
 what the bundle must get right for kappalake: canonical layout and targets, one continuous job per
 reference pipeline and layer, entry points that exist and accept the job parameters, runtimes that run
-the pinned Spark/Delta, secrets only as ``{{secrets/...}}`` references, and job environments that load
+the default Spark line (and a known runtime for every supported line), secrets only as ``{{secrets/...}}`` references, and job environments that load
 the ``databricks`` target. Fast: no workspace, no Spark, no broker.
 """
 
@@ -31,9 +31,12 @@ CONF = REPO / "conf"
 LAYERS = ("bronze", "silver", "gold")
 REFERENCE_PIPELINES = ("payments", "iot")
 
-#: Databricks Runtime -> (Spark line, Delta Lake line, Scala binary) it ships (runtime release notes).
-DBR_VERSIONS: dict[str, tuple[str, str, str]] = {
-    "17.3.x-scala2.13": ("4.0", "4.0", "2.13"),  # 17.3 LTS: Apache Spark 4.0.0, Delta Lake 4.0
+#: Databricks Runtime -> (Apache Spark version, Scala binary) it ships (runtime release notes; Databricks
+#: ships its own Delta Lake build of the same Spark line).
+DBR_VERSIONS: dict[str, tuple[str, str]] = {
+    "17.3.x-scala2.13": ("4.0.0", "2.13"),  # 17.3 LTS
+    "18.x-scala2.13": ("4.1.0", "2.13"),    # 18 LTS
+    "19.x-scala2.13": ("4.2.0", "2.13"),    # 19 (GA 2026-07-23; JDK 21 only)
 }
 
 #: Values for variables that have no default (each deployment passes its own with --var).
@@ -204,14 +207,24 @@ def test_tasks_run_existing_entry_points_with_accepted_parameters() -> None:
 
 
 @pytest.mark.parametrize("target", ["dev", "prod"])
-def test_clusters_run_the_pinned_spark_and_delta(target: str) -> None:
-    pinned = (versions.SPARK_VERSION.rsplit(".", 1)[0], versions.DELTA_VERSION.rsplit(".", 1)[0],
-              versions.SCALA_BINARY)
+def test_clusters_run_the_default_spark_line(target: str) -> None:
+    default = versions.default_line()
     for t in _tasks():
         runtime = _resolve(str(t.cluster["spark_version"]), target)
         assert runtime in DBR_VERSIONS, f"{t.job_key}: runtime {runtime!r} not in the known table {list(DBR_VERSIONS)}"
-        assert DBR_VERSIONS[runtime] == pinned, f"{t.job_key}: {runtime} runs {DBR_VERSIONS[runtime]}, pins {pinned}"
+        assert runtime == default.databricks_runtime, \
+            f"{t.job_key}: {runtime}, but the default line {default.name} runs on {default.databricks_runtime}"
         assert t.cluster.get("data_security_mode") == "SINGLE_USER"
+
+
+@pytest.mark.parametrize("name", list(versions.LINES))
+def test_every_line_names_a_runtime_of_its_spark_line(name: str) -> None:
+    line = versions.LINES[name]
+    spark, scala = DBR_VERSIONS[line.databricks_runtime]
+    assert spark.rsplit(".", 1)[0] == line.name and scala == versions.SCALA_BINARY, (line.databricks_runtime, spark)
+    described = _bundle()["variables"]["spark_version"]["description"]
+    assert line.databricks_name.split()[0] in described and f"Spark {line.name}" in described
+    assert line.databricks_runtime in (REPO / "databricks.yml").read_text()
 
 
 def test_secrets_are_only_secret_scope_references() -> None:

@@ -1,16 +1,22 @@
 """Spark-on-Kubernetes deployment (``deploy/k8s``) is coherent with the code and the pinned versions.
 
 Parses the kustomization, the SparkApplication manifests (Kubeflow Spark operator, v1beta2) and the
-Dockerfile: API version and kind, ``spark.jars.packages`` equal to the pins of ``kappalake.versions`` plus
-the hadoop-aws of the pinned Spark's Hadoop, entry points and arguments the image really contains and
-accepts, secrets only through ``secretKeyRef``, and an environment that loads the ``k8s`` target with its
-storage (tables and checkpoints) on ``s3a://``. Fast: no cluster, no Spark, no broker.
+Dockerfile: API version and kind, ``spark.jars.packages`` equal to the default line's pins in
+``kappalake.versions`` plus the hadoop-aws of that Spark's Hadoop, the ``spark-<line>`` components of the
+other lines, entry points and arguments the image really contains and accepts, secrets only through
+``secretKeyRef``, and an environment that loads the ``k8s`` target with its storage (tables and
+checkpoints) on ``s3a://``. Fast: no cluster, no Spark, no broker (``kubectl kustomize`` renders the
+components when kubectl is installed).
 """
 
 from __future__ import annotations
 
+import copy
+import importlib
 import importlib.util
 import re
+import shutil
+import subprocess
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -80,23 +86,56 @@ def _secret_refs(pod: dict[str, Any]) -> set[str]:
     return {e["name"] for e in pod.get("env", []) if "secretKeyRef" in e.get("valueFrom", {})}
 
 
+def _dockerfile_args() -> dict[str, str]:
+    """The global ``ARG NAME=default`` lines (before the first ``FROM``)."""
+    args: dict[str, str] = {}
+    for line in (K8S / "Dockerfile").read_text().splitlines():
+        if line.upper().startswith("FROM "):
+            break
+        if line.upper().startswith("ARG ") and "=" in line:
+            name, value = line.split(None, 1)[1].split("=", 1)
+            args[name] = value.strip()
+    return args
+
+
 def _dockerfile() -> tuple[str, dict[str, str]]:
-    """The final stage's base image and its ``COPY <src> <dest>`` lines from the build context (dest -> src)."""
+    """The final stage's base image (global ARG defaults substituted) and its ``COPY <src> <dest>`` lines
+    from the build context (dest -> src)."""
     lines = [line.strip() for line in (K8S / "Dockerfile").read_text().splitlines()]
     last = max(i for i, line in enumerate(lines) if line.upper().startswith("FROM "))
-    base = lines[last].split()[1]
+    base = re.sub(r"\$\{(\w+)\}", lambda m: _dockerfile_args()[m.group(1)], lines[last].split()[1])
     copies = {line.split()[-1].rstrip("/"): line.split()[1].rstrip("/") for line in lines[last:]
               if line.upper().startswith("COPY ") and "--from" not in line}
     return base, copies
 
 
-def _hadoop_version() -> str:
-    """The Hadoop version of the pinned pyspark (hadoop-aws must match it)."""
+def _installed_hadoop_version() -> str:
+    """The Hadoop version of the installed pyspark (hadoop-aws must match it)."""
     spec = importlib.util.find_spec("pyspark")
     assert spec and spec.origin
     jars = sorted((Path(spec.origin).parent / "jars").glob("hadoop-client-api-*.jar"))
     assert jars, "pyspark ships no hadoop-client-api jar"
     return jars[0].stem.removeprefix("hadoop-client-api-")
+
+
+def _component(line: str) -> dict[str, Any]:
+    return _docs(K8S / f"spark-{line}" / "kustomization.yaml")[0]
+
+
+def _apply_component(app: dict[str, Any], line: str) -> dict[str, Any]:
+    """``app`` with the JSON-patch ``replace`` operations of the ``spark-<line>`` component applied."""
+    app = copy.deepcopy(app)
+    for patch in _component(line)["patches"]:
+        assert patch["target"] == {"kind": "SparkApplication"}, patch["target"]
+        for op in yaml.safe_load(patch["patch"]):
+            assert op["op"] == "replace", op
+            *parents, leaf = op["path"].strip("/").split("/")
+            node = app
+            for key in parents:
+                node = node[key]
+            assert leaf in node, f"spark-{line}: {op['path']} is not in the base manifest"
+            node[leaf] = op["value"]
+    return app
 
 
 def _load_entry() -> ModuleType:
@@ -122,7 +161,7 @@ def test_kustomization_deploys_bronze_silver_gold_of_one_pipeline() -> None:
 def test_application_runs_pinned_spark_with_resources_and_restarts(layer: str) -> None:
     spec = _applications()[layer]["spec"]
     assert spec["type"] == "Python" and spec["mode"] == "cluster"
-    assert spec["sparkVersion"] == versions.SPARK_VERSION
+    assert spec["sparkVersion"] == versions.default_line().spark
     policy = spec["restartPolicy"]
     assert policy["type"] in ("OnFailure", "Always")
     if policy["type"] == "OnFailure":
@@ -133,13 +172,61 @@ def test_application_runs_pinned_spark_with_resources_and_restarts(layer: str) -
     assert spec["executor"]["instances"] >= 1
 
 
+def _expected_packages(line: versions.SparkLine) -> list[str]:
+    return [*line.packages, line.hadoop_aws_package]
+
+
 @pytest.mark.parametrize("layer", LAYERS)
 def test_packages_are_the_pinned_connectors_plus_hadoop_aws(layer: str) -> None:
+    default = versions.default_line()
     conf = _applications()[layer]["spec"]["sparkConf"]
-    expected = [*versions.SPARK_PACKAGES, f"org.apache.hadoop:hadoop-aws:{_hadoop_version()}"]
-    assert conf["spark.jars.packages"].split(",") == expected
+    assert conf["spark.jars.packages"].split(",") == _expected_packages(default)
+    # pyspark's own Hadoop client, never a second copy from Ivy
+    assert set(conf["spark.jars.excludes"].split(",")) == {"org.apache.hadoop:hadoop-client-api",
+                                                           "org.apache.hadoop:hadoop-client-runtime"}
     base, _ = _dockerfile()
-    assert base == f"apache/spark:{versions.SPARK_VERSION}-scala{versions.SCALA_BINARY}-java17-python3-ubuntu"
+    assert base == default.spark_image
+    assert _dockerfile_args() == {"KAPPALAKE_SPARK": default.name, "SPARK_VERSION": default.spark}
+
+
+def test_the_installed_pyspark_bundles_the_hadoop_its_line_names() -> None:
+    line = versions.line_of_spark(importlib.import_module("pyspark").__version__)
+    assert line is not None
+    assert _installed_hadoop_version() == line.hadoop
+
+
+@pytest.mark.parametrize("name", [n for n in versions.LINES if n != versions.DEFAULT_LINE])
+def test_every_other_line_has_a_component_with_its_versions(name: str) -> None:
+    line = versions.LINES[name]
+    component = _component(name)
+    assert component["kind"] == "Component" and component["apiVersion"] == "kustomize.config.k8s.io/v1alpha1"
+    for layer, app in _applications().items():
+        spec = _apply_component(app, name)["spec"]
+        assert spec["sparkVersion"] == line.spark, layer
+        assert spec["sparkConf"]["spark.jars.packages"].split(",") == _expected_packages(line), layer
+    text = (K8S / f"spark-{name}" / "kustomization.yaml").read_text()
+    assert f"KAPPALAKE_SPARK={name}" in text and "docker_build_args" in text
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+@pytest.mark.parametrize("name", list(versions.LINES))
+def test_kubectl_kustomize_renders_every_line(name: str, tmp_path: Path) -> None:
+    """The real renderer: the base for the default line, the base plus the line's component otherwise."""
+    if name == versions.DEFAULT_LINE:
+        root = K8S
+    else:
+        root = tmp_path / "deploy" / "k8s"
+        shutil.copytree(K8S, root)
+        with (root / "kustomization.yaml").open("a") as f:
+            f.write(f"components:\n  - spark-{name}\n")
+    result = subprocess.run(["kubectl", "kustomize", str(root)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    apps = [d for d in yaml.safe_load_all(result.stdout) if d and d["kind"] == "SparkApplication"]
+    assert len(apps) == len(LAYERS)
+    line = versions.LINES[name]
+    for app in apps:
+        assert app["spec"]["sparkVersion"] == line.spark
+        assert app["spec"]["sparkConf"]["spark.jars.packages"].split(",") == _expected_packages(line)
 
 
 def test_dockerfile_installs_the_wheel_and_copies_jobs_and_conf() -> None:
