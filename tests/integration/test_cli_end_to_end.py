@@ -7,14 +7,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 from deltalake import DeltaTable
 
+from kappalake import versions
 from kappalake.runtime.paths import HomeLayout
 
 REPO = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.compat
 def test_cli_stack_produce_run_status(tmp_path: Path, test_home: HomeLayout) -> None:
     env = {**os.environ, "KAPPALAKE_PII_KEY": "e2e-key", "KAPPALAKE_HOME": str(tmp_path / "home"), "KAPPALAKE_CACHE": str(test_home.cache),
            "KAPPALAKE_CONF": str(REPO / "conf"), "COLUMNS": "200"}
@@ -42,7 +45,11 @@ def test_cli_stack_produce_run_status(tmp_path: Path, test_home: HomeLayout) -> 
 
         status = cli("status", "payments")
         assert "running" in status.stdout
-        assert "4.0.0" in status.stdout and "3.9.0" in status.stdout  # Spark/Delta and kafka-clients as loaded
+        line = versions.selected_line()
+        loaded = {ln.split("│")[1].strip(): ln.split("│")[3].strip() for ln in status.stdout.splitlines()
+                  if ln.count("│") >= 4}
+        assert loaded["Spark"] == line.spark and loaded["Delta Lake"] == line.delta, loaded  # as loaded
+        assert loaded["kafka-clients (Spark side)"] == line.kafka_clients, loaded
         assert "2000" in status.stdout
         dead = DeltaTable(str(tmp_path / "home" / "lake" / "payments" / "dead_letter")).to_pyarrow_table().num_rows
         assert dead > 0 and f"{dead} records in the dead-letter table" in status.stdout
