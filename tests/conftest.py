@@ -59,8 +59,28 @@ def clickhouse(local_target: TargetConfig):
     return connect(local_target.clickhouse.dsn)
 
 
+#: Members of the ``compat`` set (the end-to-end tests scripts/test.sh also runs on the Spark 4.0 line) in
+#: files that do not carry the marker themselves yet; marked here by node id.
+COMPAT_NODE_IDS = (
+    "tests/integration/test_gold.py::test_payments_gold_equals_reference_with_late_and_duplicate_events",
+    "tests/integration/test_backfill.py::test_gold_backfill_after_wiping_gold_equals_the_live_result",
+    "tests/integration/test_crash_recovery.py::test_sigkill_at_random_moments_loses_and_duplicates_nothing",
+)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Everything under tests/integration runs real processes (broker, Spark, Delta): mark it slow."""
+    """Everything under tests/integration runs real processes (broker, Spark, Delta): mark it slow. The
+    tests of :data:`COMPAT_NODE_IDS` join the ``compat`` set; selecting the set with one of them missing
+    from its (collected) file is an error, not a smaller set."""
     for item in items:
         if "integration" in Path(str(item.fspath)).parts:
             item.add_marker(pytest.mark.slow)
+        if item.nodeid in COMPAT_NODE_IDS:
+            item.add_marker(pytest.mark.compat)
+    if "compat" in (config.option.markexpr or ""):
+        collected = {item.nodeid for item in items}
+        files = {nodeid.split("::")[0] for nodeid in collected}
+        missing = [n for n in COMPAT_NODE_IDS if n.split("::")[0] in files and n not in collected]
+        if missing:
+            raise pytest.UsageError(f"compat set: {', '.join(missing)} not found (renamed? update "
+                                    "COMPAT_NODE_IDS in tests/conftest.py)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+import pytest
 from deltalake import DeltaTable
 
 from kappalake.generator import GeneratorOptions
@@ -16,6 +17,7 @@ from tests.integration.kafka_helpers import consume_all
 START = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
 
 
+@pytest.mark.compat
 def test_bronze_row_count_equals_produced(spark, make_context, topic_name, bootstrap) -> None:
     ctx = make_context("payments", topic_name)
     options = GeneratorOptions(seed=5, late_fraction=0.05, duplicate_fraction=0.05, malformed_fraction=0.05)

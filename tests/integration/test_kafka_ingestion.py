@@ -114,6 +114,7 @@ def _lose_unread_records(spark, ctx, bootstrap: str, topic: str) -> None:
     assert end_offsets(bootstrap, topic) == {0: (70, 100), 1: (0, 30)}
 
 
+@pytest.mark.compat
 def test_records_deleted_before_they_were_read_fail_the_job_clearly(spark, make_context, topic_name,
                                                                      bootstrap) -> None:
     topic = f"payments-{topic_name}"
@@ -133,6 +134,7 @@ def test_records_deleted_before_they_were_read_fail_the_job_clearly(spark, make_
     assert len(_bronze(spark, ctx)) == 30  # nothing of the failed batch was committed
 
 
+@pytest.mark.compat
 def test_with_fail_on_data_loss_false_the_gap_is_logged_and_counted(spark, make_context, topic_name, bootstrap,
                                                                      caplog) -> None:
     ctx = make_context("payments", topic_name, 2, failOnDataLoss="false")

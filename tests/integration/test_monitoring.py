@@ -34,6 +34,7 @@ def sample(text: str, name: str, **labels: str) -> float:
     raise AssertionError(f"{name} {labels} not exposed")
 
 
+@pytest.mark.compat
 def test_live_run_metrics_match_known_volumes(spark, make_context, topic_name, clickhouse) -> None:
     ctx = make_context("payments", topic_name)
     produce(ctx, events=100, options=GeneratorOptions(seed=30))  # the topic exists before the job starts

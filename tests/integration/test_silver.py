@@ -56,6 +56,7 @@ def expected_valid(bootstrap: str, topic: str) -> dict[str, dict]:
     return unique
 
 
+@pytest.mark.compat
 def test_bronze_silver_dead_letter_counts(spark, make_context, topic_name, bootstrap) -> None:
     ctx = make_context("payments", topic_name)
     options = GeneratorOptions(seed=11, late_fraction=0.05, duplicate_fraction=0.08, malformed_fraction=0.05)
@@ -95,6 +96,7 @@ def _rewind_to_first_batch(checkpoint: str) -> None:
                 entry.unlink()
 
 
+@pytest.mark.compat
 def test_replayed_batch_changes_no_table(spark, make_context, topic_name) -> None:
     ctx = make_context("payments", topic_name)
     produce(ctx, events=1500, options=GeneratorOptions(seed=3, malformed_fraction=0.1, duplicate_fraction=0.1),

@@ -189,6 +189,7 @@ def test_packages_are_the_pinned_connectors_plus_hadoop_aws(layer: str) -> None:
     assert _dockerfile_args() == {"KAPPALAKE_SPARK": default.name, "SPARK_VERSION": default.spark}
 
 
+@pytest.mark.compat
 def test_the_installed_pyspark_bundles_the_hadoop_its_line_names() -> None:
     line = versions.line_of_spark(importlib.import_module("pyspark").__version__)
     assert line is not None

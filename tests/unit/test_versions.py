@@ -124,6 +124,7 @@ def test_pyproject_admits_every_line_and_nothing_newer() -> None:
                                 ["ini_options"]["markers"])
 
 
+@pytest.mark.compat
 def test_this_interpreter_has_the_selected_lines_python_packages() -> None:
     """setup.sh installed the line ``KAPPALAKE_SPARK`` names (the default line in .venv)."""
     line = versions.selected_line()
@@ -132,6 +133,7 @@ def test_this_interpreter_has_the_selected_lines_python_packages() -> None:
     require_matching_python_packages(line)
 
 
+@pytest.mark.compat
 def test_another_lines_jars_are_refused_in_this_interpreter() -> None:
     other = next(ln for ln in versions.LINES.values() if ln.spark != metadata.version("pyspark"))
     with pytest.raises(DependencyError) as error:
