@@ -146,13 +146,21 @@ def merge_windows(batch: pa.Table, stored: pa.Table | None, view: GoldViewConfig
     stored = _conform(stored, batch)
     applied, usable = _fate(stored, generation, batch_id)
     done = stored.filter(applied)
-    fresh = batch.join(done.select(keys), keys=keys, join_type="left anti") if done.num_rows else batch
-    prior = stored.filter(usable).select(batch.schema.names)
-    prior = prior.join(fresh.select(keys), keys=keys, join_type="left semi")
+    fresh = _rows_matching(batch, done, keys, "left anti") if done.num_rows else batch
+    prior = _rows_matching(stored.filter(usable).select(batch.schema.names), fresh, keys, "left semi")
     if prior.num_rows == 0:
         return _stamp(fresh, generation, batch_id)
     merged = _merge_groups(pa.concat_tables([fresh, prior]), keys, view, state_fields(batch, view))
     return _stamp(merged.select(batch.schema.names), generation, batch_id)
+
+
+def _rows_matching(table: pa.Table, other: pa.Table, keys: list[str], how: str) -> pa.Table:
+    """The rows of ``table`` whose keys are (``left semi``) or are not (``left anti``) in ``other``; joined on
+    the keys alone, since Arrow joins cannot carry list columns."""
+    index = table.select(keys).append_column("_row", pa.array(range(table.num_rows), pa.int64()))
+    rows = index.join(other.select(keys), keys=keys, join_type=how)["_row"]
+    rows = rows.combine_chunks()
+    return table.take(rows.take(pc.array_sort_indices(rows)))
 
 
 def merge_sessions(batch: pa.Table, stored: pa.Table | None, view: GoldViewConfig, generation: int,
@@ -184,12 +192,11 @@ def merge_sessions(batch: pa.Table, stored: pa.Table | None, view: GoldViewConfi
     rows = pa.concat_tables([batch.take(pa.array(parts["batch"]["_i"].to_numpy(), pa.int64())),
                              stored.select(names).take(pa.array(parts["stored"]["_i"].to_numpy(), pa.int64()))])
     islands = pd.concat([parts["batch"]["_island"], parts["stored"]["_island"]]).to_numpy()
-    rows = rows.append_column("_island", pa.array(islands, pa.int64()))
-    bounds = rows.group_by(["_island"], use_threads=False).aggregate(
-        [("window_start", "min"), ("window_end", "max")]).rename_columns(["_island", "window_start", "window_end"])
-    rows = rows.drop_columns(list(WINDOW_COLUMNS)).join(bounds, keys="_island")
-    merged = _merge_groups(rows.drop_columns(["_island"]), [*group, *WINDOW_COLUMNS], view,
-                           state_fields(batch, view)).select(names)
+    bounds = both.groupby("_island").agg(start=("window_start", "min"), end=("window_end", "max")).loc[islands]
+    for name, values in (("window_start", bounds["start"]), ("window_end", bounds["end"])):
+        position = rows.column_names.index(name)
+        rows = rows.set_column(position, name, pa.array(values.to_numpy(), rows.schema.field(name).type))
+    merged = _merge_groups(rows, [*group, *WINDOW_COLUMNS], view, state_fields(batch, view)).select(names)
     new = merged.select([*group, *WINDOW_COLUMNS]).to_pandas()
     starts = set(map(tuple, new[[*group, "window_start"]].itertuples(index=False)))
     absorbed = pd.concat([parts["stored"], replaced[replaced["_i"].isin(_overlapping(replaced, new, group))]])
