@@ -24,6 +24,7 @@ batch's session fragments with the stored sessions they touch.
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING
 
 from pyspark.sql import functions as F
@@ -151,10 +152,13 @@ class GoldBatchWriter(QueryBinding):
         base = self.high_water.before(batch_id)
         events = stamp(intake_rows(batch.where(F.size("_errors") == 0), self.ctx, self.key), self.ctx, base)
         events = events.persist()
+        clock = time.perf_counter()
+        timings: dict[str, float] = {}
         try:
             stats = events.agg(F.count(F.lit(1)).alias("rows"),
                                event_time_quantiles(F.col(self.ctx.pipeline.events.time)).alias("_event_times"),
                                *[F.max(c).cast("string").alias(c) for c in time_columns(self.ctx)]).first()
+            timings["events"] = time.perf_counter() - clock
             late_count = 0
             if stats["rows"]:
                 late = late_rows(events, self.ctx, batch_id).persist()
@@ -162,8 +166,10 @@ class GoldBatchWriter(QueryBinding):
                 if late_count:
                     append_idempotent(late, self.ctx.table_path(LATE_TABLE), app_id, batch_id)
                 late.unpersist()
-                for writer in self.views.values():
+                timings["late"] = time.perf_counter() - clock - sum(timings.values())
+                for name, writer in self.views.items():
                     writer.write(view_partials(events, self.ctx, writer.view), batch_id, self.generation)
+                    timings[name] = time.perf_counter() - clock - sum(timings.values())
             high = dict(base)
             for column in time_columns(self.ctx):
                 if stats[column] is not None and (column not in high or stats[column] > high[column]):
@@ -171,6 +177,8 @@ class GoldBatchWriter(QueryBinding):
             self.high_water.record(batch_id, high)
             batch_metrics.add(self.query_name, valid_rows=int(stats["rows"]), late_rows=late_count)
             batch_metrics.set_latency(self.query_name, batch_id, **latency_after_commit(stats["_event_times"]))
+            log.debug("%s batch %d: %s", self.query_name, batch_id,
+                      ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in timings.items()))
             if late_count:
                 log.warning("%s batch %d: %d (event, window) pairs arrived after their window closed; "
                             "recorded in %s", self.query_name, batch_id, late_count, self.ctx.table_path(LATE_TABLE))

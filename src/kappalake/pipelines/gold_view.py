@@ -9,6 +9,8 @@ the write.
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import TYPE_CHECKING
 
 from pyspark.sql import functions as F
@@ -25,6 +27,8 @@ from kappalake.runtime.context import RunContext
 if TYPE_CHECKING:
     import pyarrow as pa
     from pyspark.sql import DataFrame
+
+log = logging.getLogger(__name__)
 
 
 class ViewWriter(QueryBinding):
@@ -66,7 +70,11 @@ class ViewWriter(QueryBinding):
                 outcomes.append(outcome)
             return frame.toArrow().cast(rows.schema) if self.view.having else rows
 
-        written = self.store.write(partials.toArrow(), batch_id, generation, prepare)
+        began = time.perf_counter()
+        arrow = partials.toArrow()
+        log.debug("%s batch %d: partial states %d rows in %.0f ms", self.metrics_name, batch_id, arrow.num_rows,
+                  (time.perf_counter() - began) * 1000)
+        written = self.store.write(arrow, batch_id, generation, prepare)
         batch_metrics.add(f"{self.ctx.pipeline.name}.gold", clickhouse_rows=written)
         batch_metrics.add(self.metrics_name, clickhouse_rows=written)
         for outcome in outcomes:

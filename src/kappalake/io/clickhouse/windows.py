@@ -69,9 +69,12 @@ class WindowStore:
 
         if partials.num_rows == 0:
             return 0
+        began = time.perf_counter()
         stored = self.stored(partials)
+        read = time.perf_counter()
         merge = merge_sessions if self.sessions else merge_windows
         states = merge(partials, stored, self.view, generation, batch_id)
+        merged = time.perf_counter()
         if states.num_rows == 0:
             log.info("gold table %s: batch %d was applied before; nothing to write", self.public.name, batch_id)
             return 0
@@ -83,6 +86,9 @@ class WindowStore:
             public = _with_deletions(public, finalize(states.filter(deleted), self.view, self.public_schema))
         written = self.public_sink.write(public, batch_id)
         self.state_sink.write(states, batch_id)
+        log.debug("%s batch %d: %d windows (%d stored read) read %.0f ms, merge %.0f ms, finalize+write %.0f ms",
+                  self.public.name, batch_id, states.num_rows, stored.num_rows, (read - began) * 1000,
+                  (merged - read) * 1000, (time.perf_counter() - merged) * 1000)
         return written
 
     def _retry(self, what: str, call: Callable[[], Any]) -> Any:
