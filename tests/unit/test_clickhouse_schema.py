@@ -69,8 +69,11 @@ def test_from_schema_maps_types_and_keeps_keys_and_window_non_null() -> None:
 
 
 def test_a_spark_type_without_mapping_is_a_schema_conflict() -> None:
-    with pytest.raises(SchemaConflict, match=r"array<string>"):
-        clickhouse_type(T.ArrayType(T.StringType()), nullable=True)
+    with pytest.raises(SchemaConflict, match=r"map<string,string>"):
+        clickhouse_type(T.MapType(T.StringType(), T.StringType()), nullable=True)
+    # the state tables' sketch and value-list columns
+    assert clickhouse_type(T.BinaryType(), nullable=True) == "Nullable(String)"
+    assert clickhouse_type(T.ArrayType(T.DoubleType(), False), nullable=False) == "Array(Float64)"
     assert clickhouse_type(T.DecimalType(38, 10), nullable=False) == "Decimal(38, 10)"
     assert clickhouse_type(T.TimestampNTZType(), nullable=True) == f"Nullable({UTC64})"
 

@@ -191,7 +191,7 @@ ALL_METRICS = {
     "sd": {"fn": "stddev", "column": "score"},
     "merchants": {"fn": "approx_count_distinct", "column": "merchant"},
     "p75": {"fn": "percentile", "column": "score", "percentile": 0.75},
-    "squares": {"fn": "custom", "column": "score", "hook": HOOK},
+    "squares": {"fn": "custom", "column": "score", "hook": HOOK, "merge": "sum"},
 }
 METRICS_SCHEMA = ("card string, window_start timestamp, window_end timestamp, n long, n_amount long, "
                   "total decimal(22,2), mean double, mean_amount decimal(16,6), lo decimal(12,2), hi decimal(12,2), "

@@ -253,7 +253,7 @@ def _progress(name: str, batch: int, at: datetime, rows: int, *, kafka: bool, st
                   "latestOffset": json.dumps({"topic": {p: o + 50 * (3 - batch) for p, o in end.items()}}),
                   "numInputRows": rows}
     else:
-        source = {"description": "DeltaSource[gold_events]", "startOffset": None,
+        source = {"description": "DeltaSource[bronze]", "startOffset": None,
                   "endOffset": {"sourceVersion": 1, "reservoirVersion": batch + 1, "index": -1},
                   "latestOffset": None, "numInputRows": rows}
     return {
@@ -316,7 +316,7 @@ def write_gold_views(spark, ch: ClickHouse, ctx, events: list[dict[str, Any]]) -
     does (one batch; nothing is late on a first batch)."""
     from pyspark.sql import functions as F
 
-    from kappalake.pipelines.gold import gold_table, intake_rows, stamp, view_frame
+    from kappalake.pipelines.gold import gold_tables, intake_rows, stamp
     from kappalake.transforms.parse import parse_events
 
     def record(offset: int, event: dict[str, Any]) -> tuple:
@@ -334,8 +334,7 @@ def write_gold_views(spark, ch: ClickHouse, ctx, events: list[dict[str, Any]]) -
     assert not invalid, f"test events are invalid: {invalid}"
     events_df = stamp(intake_rows(parsed, ctx, None), ctx, {})
     for name, view in ctx.pipeline.gold.views.items():
-        frame = view_frame(events_df, ctx, view)
-        table = gold_table(frame, view)  # the layout start_gold_views creates
+        table, _, frame = gold_tables(events_df, ctx, view)  # the public layout start_gold creates
         ensure_table(ch, table)
         sink = GoldSink(ch, table)
         sink.bind(f"grafana-test-{name}")

@@ -43,9 +43,8 @@ def query_targets(run_ctx: RunContext, layers: tuple[str, ...]) -> list[tuple[st
     rows = []
     for layer in layers:
         if layer == "gold":
-            rows.append((f"{name}.gold", run_ctx.table_path("gold_events")))
-            rows += [(f"{name}.gold.{view_name}", f"ClickHouse {view.clickhouse.table}")
-                     for view_name, view in run_ctx.pipeline.gold.views.items()]
+            tables = ", ".join(view.clickhouse.table for view in run_ctx.pipeline.gold.views.values())
+            rows.append((f"{name}.gold", f"ClickHouse {tables} (late pairs: {run_ctx.table_path('late_events')})"))
         else:
             rows.append((f"{name}.{layer}", run_ctx.table_path(layer)))
     return rows

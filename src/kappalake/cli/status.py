@@ -113,8 +113,8 @@ def render(ctx: typer.Context, pipeline: str | None) -> Group:
             record = read_run_record(run_ctx.runs_dir, layer) or {}
             running = record.get("versions") or running
             span = f"{_when(record.get('started_at'))}-{_when(record.get('finished_at'))}" if record else "-"
-            table_name = "gold_events" if layer == "gold" else layer
-            stats = delta_table_stats(run_ctx.table_path(table_name))
+            # gold keeps its windows in ClickHouse; its Delta table holds only the late pairs
+            stats = delta_table_stats(run_ctx.table_path(layer)) if layer != "gold" else None
             layers.add_row(f"{name}.{layer}", _state(record), span,
                            str(record.get("batches", "-")), str(record.get("input_rows", "-")),
                            str(stats.rows) if stats else "-")

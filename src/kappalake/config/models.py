@@ -226,6 +226,9 @@ class MetricConfig(StrictModel):
     percentile: float | None = Field(default=None, gt=0, lt=1)
     hook: str | None = Field(default=None, pattern=r"^[\w.]+:[\w]+$",
                              description="module:function returning a Column, for fn 'custom'")
+    merge: Literal["sum", "min", "max"] | None = Field(
+        default=None, description="How two micro-batches' values of a custom metric combine (fn 'custom' only): "
+                                  "gold aggregates each batch and merges it into the stored window.")
 
     @model_validator(mode="after")
     def _check_args(self) -> MetricConfig:
@@ -235,6 +238,9 @@ class MetricConfig(StrictModel):
             raise ValueError("percentile is required for fn 'percentile' and only for it")
         if (self.fn == "custom") != (self.hook is not None):
             raise ValueError("hook is required for fn 'custom' and only for it")
+        if (self.fn == "custom") != (self.merge is not None):
+            raise ValueError("merge (sum, min or max: how the hook's per-batch values combine into the window) is "
+                             "required for fn 'custom' and only for it")
         return self
 
 
@@ -242,7 +248,7 @@ class ClickHouseTarget(StrictModel):
     table: Identifier
 
 
-_RESERVED_GOLD_COLUMNS = {"window_start", "window_end", "version", "updated_at"}
+_RESERVED_GOLD_COLUMNS = {"window_start", "window_end", "version", "updated_at", "_deleted"}
 
 
 class GoldViewConfig(StrictModel):

@@ -6,8 +6,9 @@ first start, so a rerun with the same name resumes the same range from its check
 
 Idempotence: bronze and silver replays insert only rows their tables do not hold yet (MERGE on
 (topic, partition, offset), on the event id, on the dead letter's source offset); gold replays write
-their windows with newer versions, so they supersede the live rows, and later live batches supersede
-the replay where they are newer.
+their windows under a newer run generation, so the first batch that touches a window replaces the live
+state and later batches of the backfill merge into it; later live batches merge their new events into
+the backfill's windows.
 """
 
 from __future__ import annotations
@@ -192,7 +193,7 @@ def run_backfill(ctx: RunContext, plan: BackfillPlan,
 
 
 #: The Delta tables each layer's backfill writes (gold's are private to the run).
-WRITES = {"bronze": ("bronze",), "silver": ("silver", "dead_letter"), "gold": ("gold_events", "late_events")}
+WRITES = {"bronze": ("bronze",), "silver": ("silver", "dead_letter"), "gold": ("late_events",)}
 
 
 def _count(spark: SparkSession, path: str) -> int:

@@ -66,9 +66,9 @@ def check_source(ctx: RunContext) -> None:
 
 def _start_layer(spark: SparkSession, ctx: RunContext, layer: str, trigger: Trigger) -> StreamingQuery:
     if layer == "gold":
-        from kappalake.pipelines.gold import start_gold_intake
+        from kappalake.pipelines.gold import start_gold
 
-        return start_gold_intake(spark, ctx, trigger)
+        return start_gold(spark, ctx, trigger)
     if layer == "silver":
         from kappalake.pipelines.silver import start_silver
 
@@ -80,12 +80,7 @@ def _start_layer(spark: SparkSession, ctx: RunContext, layer: str, trigger: Trig
 
 def checkpoints(ctx: RunContext, layers: Sequence[str]) -> list[str]:
     """Every checkpoint the queries of ``layers`` use in this run."""
-    paths = []
-    for layer in layers:
-        paths.append(ctx.checkpoint_path(layer))
-        if layer == "gold":
-            paths += [ctx.checkpoint_path(f"gold.{view}") for view in ctx.pipeline.gold.views]
-    return paths
+    return [ctx.checkpoint_path(layer) for layer in layers]
 
 
 def refuse_start_position_on_checkpoint(spark: SparkSession, ctx: RunContext, layers: Sequence[str]) -> None:
@@ -128,12 +123,6 @@ def run_pipeline(ctx: RunContext, layers: Sequence[str], trigger: Trigger,
                              table=ctx.table_path(layer), checkpoint=ctx.checkpoint_path(layer), error=None,
                              pid=os.getpid(), live=None, metrics_port=run_monitor.port)
             queries.append(_start_layer(spark, ctx, layer, trigger))
-        if "gold" in layers:
-            from kappalake.pipelines.gold import start_gold_views
-
-            if trigger.available_now:  # the views drain what the intake wrote: let it finish first
-                _await(spark, queries, tracker, timeout, monitor, on_progress)
-            queries.extend(start_gold_views(spark, ctx, trigger))
         _await(spark, queries, tracker, timeout, monitor, on_progress, until)
     except Exception as exc:
         message = _failure_message(exc, ctx)

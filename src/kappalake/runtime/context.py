@@ -12,7 +12,7 @@ from kappalake.runtime.stack import LocalStack
 
 LOCAL_STACK = "local-stack"
 #: Tables private to one run: a gold backfill keeps its own intake tables beside the live ones.
-RUN_SCOPED_TABLES = ("gold_events", "late_events")
+RUN_SCOPED_TABLES = ("late_events",)
 
 
 @dataclass(frozen=True)

@@ -79,6 +79,15 @@ def _field_checks(name: str, spec: FieldSpec, raw: Column, typed: Column) -> lis
     return checks
 
 
+def _present(errors: list[Column]) -> Column:
+    """The non-null ``errors`` as an array. Built with ``flatten`` of one-or-zero-element arrays, not
+    ``filter(array(...), e -> e IS NOT NULL)`` (nor ``array_compact``, which Spark rewrites to it): a
+    higher-order function has no generated code, so the whole parse ran interpreted, re-evaluating
+    ``from_json`` for every field it reads (measured: 500k payments took 26 s instead of ~4 s)."""
+    empty = F.array().cast(f"array<{ERROR_TYPE}>")
+    return F.flatten(F.array(*[F.when(e.isNull(), empty).otherwise(F.array(e)) for e in errors]))
+
+
 def parse_events(records: DataFrame, events: EventsConfig) -> DataFrame:
     """Add typed payload fields and ``_errors`` to ``records`` (key, value, topic, partition, offset,
     kafka_timestamp). A row with an empty ``_errors`` array is a valid event."""
@@ -129,8 +138,8 @@ def parse_events(records: DataFrame, events: EventsConfig) -> DataFrame:
             "too_old", events.time, F.concat(F.lit(f"field {events.time!r}: "), event_time.cast("string"),
                                              F.lit(f" is more than {events.max_age} before the Kafka timestamp"))),
         ))
-    envelope_errors = F.filter(F.array(*envelope), lambda e: e.isNotNull())
-    payload_errors = F.filter(F.array(*field_checks), lambda e: e.isNotNull())
+    envelope_errors = _present(envelope)
+    payload_errors = _present(field_checks)
     # Field checks only mean something once the envelope is sound.
     errors = F.when(F.size(envelope_errors) > 0, envelope_errors).otherwise(payload_errors)
     return df.withColumn("_errors", errors.cast(f"array<{ERROR_TYPE}>")).drop("_raw")

@@ -1,8 +1,10 @@
-"""The gold sink: each micro-batch's changed windows into ClickHouse, exactly once.
+"""The gold table writer: one batch's rows into a ClickHouse table, exactly once.
 
 Rows are sorted by (group keys, window_start), cut into chunks and inserted as Arrow with
-``insert_deduplication_token = <table>:<query id>:<batch id>:<chunk>`` (the query id is stable for a
-checkpoint), so a replayed batch inserts nothing twice. Every row carries ``version``: microseconds since
+``insert_deduplication_token = <table>:<query id>:<batch id>:<digest of the chunk's keys>`` (the query
+id is stable for a checkpoint), so a replayed batch inserts nothing twice, and a replay that writes a
+different set of windows (some were applied before the crash) never has a new chunk mistaken for an old
+one. Every row carries ``version``: microseconds since
 the epoch when the batch was written, strictly increasing in the process and never below the table's
 highest version, so later writes (a restart, a backfill) supersede older rows in the ReplacingMergeTree.
 Transient errors retry with exponential backoff; after the last attempt the query fails and the batch is
@@ -11,6 +13,7 @@ replayed from the checkpoint on restart: no batch is skipped.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 import re
@@ -104,13 +107,22 @@ class GoldSink(QueryBinding):
             return 0
         data = data.sort_by([(k, "ascending") for k in self.table.sorting_key])
         version = self.clock.next()
-        now = datetime.now(timezone.utc)
         data = data.append_column("version", pa.array([version] * data.num_rows, pa.uint64()))
-        data = data.append_column("updated_at", pa.array([now] * data.num_rows, pa.timestamp("ms", tz="UTC")))
-        for chunk, start in enumerate(range(0, data.num_rows, self.chunk_rows)):
-            token = f"{self.table.name}:{self.query_id}:{batch_id}:{chunk}"
-            self._insert(data.slice(start, self.chunk_rows), token)
+        if "updated_at" in dict(self.table.columns):
+            now = datetime.now(timezone.utc)
+            data = data.append_column("updated_at", pa.array([now] * data.num_rows, pa.timestamp("ms", tz="UTC")))
+        for start in range(0, data.num_rows, self.chunk_rows):
+            chunk = data.slice(start, self.chunk_rows)
+            self._insert(chunk, f"{self.table.name}:{self.query_id}:{batch_id}:{self._digest(chunk)}")
         return int(data.num_rows)
+
+    def _digest(self, chunk: pa.Table) -> str:
+        """A digest of the chunk's sorting keys (and deletions): the same windows give the same token."""
+        digest = hashlib.sha256()
+        for name in (*self.table.sorting_key, *(("_deleted",) if "_deleted" in chunk.column_names else ())):
+            digest.update("\x1f".join(map(str, chunk[name].to_pylist())).encode())
+            digest.update(b"\x1e")
+        return digest.hexdigest()[:24]
 
     def _insert(self, data: Any, token: str) -> None:
         settings = {"insert_deduplication_token": token, "insert_deduplicate": 1}
