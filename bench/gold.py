@@ -3,16 +3,18 @@
     python bench/gold.py [--live-rate 10000] [--live-seconds 60] [--steps 20000,30000,50000,75000]
                          [--step-seconds 30] [--events 1000000] [--flink-repeat 3] [--skip-flink]
 
-All on one machine, one fresh local stack (the real Kafka broker and the local ClickHouse endpoint over
-chDB, the gold sink and this script reading it through clickhouse-connect's HTTP client, as against a
-server):
+All on one machine, one fresh local stack (the real Kafka broker; ClickHouse is ``CLICKHOUSE_DSN`` when
+set, else the embedded chDB engine under the bench home):
 
 1. Flink peer first (``../shared/peers/flink_peer.py`` in its own venv, ``bench/flink.py``), on the
    same broker: it recreates the topics ``payments`` and ``payments-empty``; ours have other names.
 2. Live: a gold job (``payments``, 1-second trigger) in its own process; this script produces payment
-   events at --live-rate for --live-seconds (event time = send time) and polls the 1-minute view the way
-   a dashboard does (FINAL) every 0.2 s. Per event: the moment its window's count first included it,
-   minus its send time. Every window's final values are checked against the produced events.
+   events at --live-rate for --live-seconds (event time = send time, taken by the producer) and a
+   reader polls the 1-minute view the way a dashboard does (FINAL, a ClickHouse client of its own) every
+   0.2 s. Per event: the moment its window's count first included it, minus its send time. Every
+   window's final values are checked against the produced events. The reader runs in this process
+   against a server; with chDB (one process per data directory) it runs as a thread of the job's
+   process, with its own chDB connection, and streams what it sees to a file this script follows.
 3. Live capacity: the same job, rates stepped up (--steps, --step-seconds each); the highest rate whose
    p95 stays under 5 s with every event of the step visible within 10 s of the step's end.
 4. Catch-up: --events payment events already in Kafka, gold ``--available-now``: end to end (job call to
@@ -40,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench.common import bench_home, raw_consume_limit, sustained_rate  # noqa: E402
-from bench.gold_live import Poller, Sent, latencies, mismatched, produce_paced, quantile  # noqa: E402
+from bench.gold_live import Poller, Sent, latencies, load_reached, mismatched, produce_paced, quantile  # noqa: E402
 
 LIVE_TOPIC, CATCHUP_TOPIC = "gold_live", "gold_catchup"
 PARTITIONS = os.cpu_count() or 2
@@ -62,47 +64,68 @@ def context(topic: str):  # type: ignore[no-untyped-def]
     return RunContext(pipeline, target, HomeLayout.from_env())
 
 
-def live_child(topic: str) -> None:
-    """The live gold job (run in its own process by ``--child``): 1-second trigger until SIGTERM."""
+def live_child(topic: str, reached: str | None) -> None:
+    """The live gold job (run in its own process by ``--child``): 1-second trigger until SIGTERM. With
+    ``reached`` (chDB), the dashboard reader runs here too, on its own connection, writing to that file."""
     from kappalake.io.delta.stream import Trigger
     from kappalake.pipelines.runner import run_pipeline
 
+    ctx = context(topic)
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
-    ready = []
+    ready: list[Poller] = []
 
     def until(tracker) -> bool:  # type: ignore[no-untyped-def]
         if not ready and tracker.history.get("payments.gold"):
-            ready.append(1)
+            poller = Poller(ctx.target.clickhouse.dsn, view_table(topic), out=Path(reached)) if reached else None
+            if poller is not None:
+                poller.start()
+            ready.append(poller)  # type: ignore[arg-type]
             print("READY", flush=True)
         return bool(stop)
 
-    run_pipeline(context(topic), ["gold"], Trigger(interval="1 second"), until=until)
+    try:
+        run_pipeline(ctx, ["gold"], Trigger(interval="1 second"), until=until)
+    finally:
+        if ready and ready[0] is not None:
+            ready[0].stop()
 
 
-def start_live_job(topic: str) -> subprocess.Popen[str]:
-    job = subprocess.Popen([sys.executable, __file__, "--child", topic], stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, text=True)
+def view_table(topic: str) -> str:
+    return context(topic).pipeline.gold.views["card_velocity_1m"].clickhouse.table
+
+
+def start_live_job(topic: str, reached: Path | None, log: Path) -> subprocess.Popen[str]:
+    command = [sys.executable, __file__, "--child", topic] + (["--reached", str(reached)] if reached else [])
+    job = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log.open("w"), text=True)
     assert job.stdout is not None
     for line in job.stdout:
         if line.startswith("READY"):
             return job
-    raise RuntimeError(f"the live gold job ended before its first batch (exit {job.wait()})")
+    raise RuntimeError(f"the live gold job ended before its first batch (exit {job.wait()}); see {log}")
 
 
 def stop_job(job: subprocess.Popen[str]) -> None:
     job.send_signal(signal.SIGTERM)
     try:
-        job.wait(timeout=60)
+        job.wait(timeout=120)
     except subprocess.TimeoutExpired:
         job.kill()
+        job.wait()
 
 
-def run_live(args: argparse.Namespace, bootstrap: str, dsn: str, key: bytes) -> dict[str, float]:
-    table = context(LIVE_TOPIC).pipeline.gold.views["card_velocity_1m"].clickhouse.table
-    job = start_live_job(LIVE_TOPIC)
-    poller = Poller(dsn, table)
-    poller.start()
+def run_live(args: argparse.Namespace, bootstrap: str, dsn: str, key: bytes, work: Path) -> dict[str, float]:
+    table = view_table(LIVE_TOPIC)
+    in_job = dsn.startswith("chdb:")
+    reached = work / "reached.jsonl" if in_job else None
+    job = start_live_job(LIVE_TOPIC, reached, work / "live-job.log")
+    poller = None if in_job else Poller(dsn, table)
+    if poller is not None:
+        poller.start()
+
+    def seen():  # type: ignore[no-untyped-def]
+        return load_reached(reached) if reached is not None else poller
+
     try:
         sent = Sent()
         since = datetime.now(timezone.utc)
@@ -110,33 +133,34 @@ def run_live(args: argparse.Namespace, bootstrap: str, dsn: str, key: bytes) -> 
         achieved = produce_paced(bootstrap, LIVE_TOPIC, args.live_rate, args.live_seconds, sent, key, seed=11)
         ended = time.time()
         time.sleep(15)
-        values, missing = latencies(sent, poller, began, ended)
+        view = seen()
+        values, missing = latencies(sent, view, began, ended)
         p50, p95, p99 = (quantile(values, q) * 1000 for q in (0.5, 0.95, 0.99))
         print(f"live {args.live_rate:.0f}/s for {args.live_seconds:.0f}s (achieved {achieved:,.0f}/s): "
               f"p50 {p50:.0f} ms, p95 {p95:.0f} ms, p99 {p99:.0f} ms; {missing} events never seen; "
-              f"poll p95 {quantile(poller.polls, 0.95) * 1000:.0f} ms")
+              f"poll p95 {quantile(view.polls, 0.95) * 1000:.0f} ms", flush=True)
         capacity = 0.0
         for rate in [float(r) for r in args.steps.split(",") if r]:
-            step = Sent()
-            began = time.time()
-            achieved = produce_paced(bootstrap, LIVE_TOPIC, rate, args.step_seconds, step, key, seed=int(rate))
+            began = time.time()  # one Sent for all phases: an event's rank counts its window's earlier events
+            achieved = produce_paced(bootstrap, LIVE_TOPIC, rate, args.step_seconds, sent, key, seed=int(rate))
             ended = time.time()
             time.sleep(10)
-            step_values, step_missing = latencies(step, poller, began, ended)
+            step_values, step_missing = latencies(sent, seen(), began, ended)
             step_p95 = quantile(step_values, 0.95)
             ok = step_p95 < 5.0 and step_missing == 0 and achieved >= 0.95 * rate
             print(f"step {rate:,.0f}/s (achieved {achieved:,.0f}/s): p95 {step_p95 * 1000:.0f} ms, "
-                  f"{step_missing} not visible 10 s after the step -> {'keeps up' if ok else 'falls behind'}")
-            sent.events += step.events
+                  f"{step_missing} not visible 10 s after the step -> {'keeps up' if ok else 'falls behind'}",
+                  flush=True)
             if not ok:
                 break
             capacity = rate
         time.sleep(5)
     finally:
-        poller.stop()
+        if poller is not None:
+            poller.stop()
         stop_job(job)
     windows, bad = mismatched(dsn, table, sent.events, since)
-    print(f"final check: {windows} windows, {bad} mismatched against the produced events")
+    print(f"final check: {windows} windows, {bad} mismatched against the produced events", flush=True)
     return {"p50_ms": p50, "p95_ms": p95, "p99_ms": p99, "windows": windows, "mismatched": bad,
             "live_capacity": capacity}
 
@@ -195,11 +219,12 @@ def main() -> None:
     parser.add_argument("--flink-repeat", type=int, default=3)
     parser.add_argument("--skip-flink", action="store_true")
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--reached", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        live_child(args.child)
+        live_child(args.child, args.reached)
         return
-    with bench_home():
+    with bench_home() as home:
         from kappalake.io.kafka.admin import TopicSpec
         from kappalake.runtime.paths import HomeLayout
         from kappalake.runtime.stack import LocalStack
@@ -208,11 +233,10 @@ def main() -> None:
         stack.up([TopicSpec(LIVE_TOPIC, PARTITIONS), TopicSpec(CATCHUP_TOPIC, PARTITIONS)])
         try:
             bootstrap = stack.bootstrap_servers()
-            dsn = stack.clickhouse_dsn()
-            os.environ["CLICKHOUSE_DSN"] = dsn
+            dsn = context(LIVE_TOPIC).target.clickhouse.dsn
             flink_rate, why = run_flink(args, bootstrap)
             print(f"flink window rate (net of start-up): {flink_rate:,.0f}/s" + (f" ({why})" if why else ""))
-            live = run_live(args, bootstrap, dsn, os.environ["KAPPALAKE_PII_KEY"].encode())
+            live = run_live(args, bootstrap, dsn, os.environ["KAPPALAKE_PII_KEY"].encode(), home)
             catchup = run_catchup(args, bootstrap)
         finally:
             stack.down()

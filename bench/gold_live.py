@@ -2,8 +2,9 @@
 
 The producer sends payment events at a fixed rate with event time = send time and remembers, per
 (card, 1-minute window), the send time of each event in order. The poller reads the view the way a
-dashboard does (``FINAL``, over HTTP from this process while the job runs in its own) every
-``poll_s`` and remembers when each window's ``txn_count`` first reached each value. An event that is
+dashboard does (``FINAL``, with a client of its own) every ``poll_s`` and remembers when each window's
+``txn_count`` first reached each value; with ``out`` it also appends each such moment to a JSON-lines
+file, so that another process can follow it (:func:`load_reached`). An event that is
 the k-th of its window is in ClickHouse when the window's count first reached k: its latency is that
 moment minus its send time.
 """
@@ -19,6 +20,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 
@@ -67,12 +69,13 @@ def produce_paced(bootstrap: str, topic: str, rate: float, seconds: float, sent:
 class Poller:
     """Reads ``table`` FINAL every ``poll_s``; keeps, per window, when its count first reached each value."""
 
-    def __init__(self, dsn: str, table: str, poll_s: float = 0.2) -> None:
+    def __init__(self, dsn: str, table: str, poll_s: float = 0.2, out: Path | None = None) -> None:
         import clickhouse_connect
 
         self.client = clickhouse_connect.get_client(dsn=dsn)
         self.table = table
         self.poll_s = poll_s
+        self.out = out.open("a", buffering=1) if out is not None else None
         self.reached: dict[tuple[str, datetime], list[tuple[int, float]]] = defaultdict(list)
         self.polls: list[float] = []
         self._stop = threading.Event()
@@ -84,6 +87,8 @@ class Poller:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=30)
+        if self.out is not None:
+            self.out.close()
 
     def _run(self) -> None:
         sql = (f"SELECT card_id, window_start, txn_count FROM `{self.table}` FINAL "
@@ -101,10 +106,39 @@ class Poller:
                 history = self.reached[(card, start)]
                 if not history or count > history[-1][0]:
                     history.append((int(count), seen))
+                    if self.out is not None:
+                        self.out.write(json.dumps([card, start.isoformat(), int(count), seen]) + "\n")
+            if self.out is not None:
+                self.out.write(json.dumps(["_poll", seen - began]) + "\n")
             self._stop.wait(max(0.0, self.poll_s - (time.time() - began)))
 
 
-def latencies(sent: Sent, poller: Poller, since: float = 0.0, until: float = float("inf")) -> tuple[list[float], int]:
+@dataclass
+class Reached:
+    """What a poller saw, as read back from its JSON-lines file."""
+
+    reached: dict[tuple[str, datetime], list[tuple[int, float]]]
+    polls: list[float]
+
+
+def load_reached(path: Path) -> Reached:
+    """The reach history a :class:`Poller` with ``out=path`` has written so far (a partial last line skipped)."""
+    reached: dict[tuple[str, datetime], list[tuple[int, float]]] = defaultdict(list)
+    polls: list[float] = []
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                item = json.loads(line)
+            except ValueError:
+                continue
+            if item[0] == "_poll":
+                polls.append(item[1])
+            else:
+                reached[(item[0], datetime.fromisoformat(item[1]))].append((item[2], item[3]))
+    return Reached(reached, polls)
+
+
+def latencies(sent: Sent, poller: Poller | Reached, since: float = 0.0, until: float = float("inf")) -> tuple[list[float], int]:
     """(latency of every event sent in [since, until) that reached ClickHouse, events never seen)."""
     out, missing = [], 0
     for window, times in sent.times.items():

@@ -14,10 +14,11 @@ else opens it while the job runs) and runs ``bronze,silver,gold`` in one Spark a
 finished micro-batch, and exits with the KappalakeError's exit code (message on stderr, prefixed
 ``JOB ERROR:``) on a failure.
 
-Test-build hooks (this file only; production code is untouched): ``--kill-at`` makes the job SIGKILL its
-own process group at one of :data:`KILL_POINTS` (e.g. right after silver's Delta commit, before Spark
-writes the checkpoint commit), printing ``KILLED <point> cpu=<s> <what it saw>`` first; ``--outage-flag``
-makes every ClickHouse insert fail like a refused connection while the file exists.
+Test-build hooks (this file only; production code is untouched): ``--kill-at`` makes the job SIGKILL its own
+process group at one of :data:`KILL_POINTS` (e.g. right after silver's Delta commit, before Spark writes the checkpoint commit;
+or right after a view's public ClickHouse table was written, before its state table), printing
+``KILLED <point> cpu=<s> <what it saw>`` first; ``--outage-flag`` makes every ClickHouse insert and state
+read fail like a refused connection while the file exists.
 
 ``dump-gold`` runs in a process of its own after the job is dead: it opens the job's ClickHouse and
 writes each gold view's ``FINAL`` rows as Parquet.
@@ -150,6 +151,11 @@ def _say(line: str) -> None:
 # Test-build hooks: installed by this harness into the job process only (by wrapping the pipeline's
 # foreachBatch functions and watching the storage root), never part of the production code path. Each
 # SIGKILLs the job's whole process group (driver, JVM, Python workers) at one chosen moment of one query.
+#
+# Gold is one query per pipeline (``<pipeline>.gold``): per batch, the late pairs to Delta (none here),
+# then per view (WindowStore.write): read the view's state table FINAL, merge, write the public table,
+# write the state table. The ``view.*`` points aim at one view's part of a gold batch (``--kill-query``
+# names the view); the queries that report batches are bronze, silver and gold.
 
 #: Kill points: where in which query a kill lands. ``startup`` and ``*.during`` of a JVM-side write are
 #: reached by time or by watching files; the rest by wrapping the Python ``foreachBatch`` code.
@@ -160,11 +166,12 @@ KILL_POINTS = (
     "silver.during",     # silver batch: a data file of the silver append written, not committed
     "silver.between",    # silver batch: silver committed, dead-letter append not yet
     "silver.committed",  # silver batch: silver and dead letters committed, checkpoint commit not yet
-    "gold.during",       # gold intake batch: a data file of the gold_events append written, not committed
-    "gold.committed",    # gold intake batch: gold_events committed, checkpoint commit not yet
-    "view.during",       # gold view batch: aggregating / state store, before the ClickHouse insert
-    "view.insert",       # gold view batch: during the ClickHouse insert
-    "view.inserted",     # gold view batch: rows in ClickHouse, checkpoint commit not yet
+    "gold.during",       # gold batch: inside foreachBatch, before any ClickHouse write (+delay, or at the
+                         # first view's merge, whichever comes first)
+    "gold.committed",    # gold batch: foreachBatch returned (every view's writes done), checkpoint commit not yet
+    "view.during",       # gold batch, one view: its state read and merged, before its public insert
+    "view.insert",       # gold batch, one view: during a ClickHouse insert (its public or its state table)
+    "view.inserted",     # gold batch, one view: public table written, its state table write not yet
     "idle",              # right after a query finished a non-empty batch (between micro-batches)
 )
 
@@ -271,13 +278,11 @@ class KillHook:
             self._thread(self._watch_bronze_log)
         elif point == "bronze.during":
             self._thread(self._watch_bronze_files)
-        elif point == "view.during":
-            self._thread(self._watch_view_batch)
         elif point in ("silver.during", "silver.between", "silver.committed"):
             self._wrap_silver()
         elif point in ("gold.during", "gold.committed"):
-            self._wrap_gold_intake()
-        elif point in ("view.insert", "view.inserted"):
+            self._wrap_gold_batch()
+        elif point in ("view.during", "view.insert", "view.inserted"):
             self._wrap_gold_sink()
         elif point not in ("idle", "startup"):
             raise SystemExit(f"unknown kill point {point!r}")
@@ -345,15 +350,6 @@ class KillHook:
                               "Delta commit pending")
                 time.sleep(0.005)
 
-    def _watch_view_batch(self) -> None:
-        query = f"gold.{self.query}"
-        for batch in self._new_batches(query):
-            time.sleep(self.delay)
-            done = (self.checkpoints / query / "live" / "commits" / str(batch)).exists()
-            if not done and self.chance():  # a batch that finished within the delay does not count
-                self.kill(f"{query} batch {batch}: {self.delay:.2f}s into the batch, "
-                          f"{self.committed(query, batch)}")
-
     def _watch_write(self, table: Path, label: str) -> threading.Event:
         """Kill when a new data file appears under ``table`` (until the returned event is set)."""
         done = threading.Event()
@@ -407,53 +403,67 @@ class KillHook:
         silver.SilverBatchWriter.__call__ = call
         silver.append_idempotent = append_idempotent
 
-    def _wrap_gold_intake(self) -> None:
-        from kappalake.pipelines import gold
+    def _wrap_gold_batch(self) -> None:
+        """Wrap the gold query's ``foreachBatch`` (and its per-view merges): ``gold.during`` fires at the first
+        view's write of an armed batch, before any ClickHouse write; ``gold.committed`` once it returned."""
+        from kappalake.pipelines import gold, gold_view
 
-        writer_call = gold.GoldIntakeWriter.__call__
-        append = gold.append_idempotent
+        writer_call = gold.GoldBatchWriter.__call__
+        view_write = gold_view.ViewWriter.write
         current: dict[str, Any] = {}
         hook = self
 
         def call(writer, batch, batch_id: int) -> None:
-            current.update(rows=hook.kafka_rows("gold", batch_id))
+            current.update(batch=batch_id, rows=hook.kafka_rows("gold", batch_id))
             current["armed"] = current["rows"] > 0 and hook.chance()
             writer_call(writer, batch, batch_id)
             if current["armed"] and hook.point == "gold.committed":
-                hook.kill(f"gold batch {batch_id} ({current['rows']} records): gold_events committed, "
+                hook.kill(f"gold batch {batch_id} ({current['rows']} records): every view written, "
                           f"{hook.committed('gold', batch_id)}")
 
-        def append_idempotent(df, path: str, app_id: str, version: int, *args, **kwargs) -> None:
-            watch = bool(current.get("armed")) and Path(path) == hook.lake / "gold_events" \
-                and hook.point == "gold.during"
-            hook._append_watched(append, watch, df, path, app_id, version, *args, **kwargs)
+        def write(view_writer, partials, batch_id: int, generation: int) -> int:
+            if current.get("armed") and hook.point == "gold.during":
+                hook.kill(f"gold batch {batch_id} ({current['rows']} records): inside the batch, before any "
+                          f"ClickHouse write, {hook.committed('gold', batch_id)}")
+            return view_write(view_writer, partials, batch_id, generation)
 
-        gold.GoldIntakeWriter.__call__ = call
-        gold.append_idempotent = append_idempotent
+        gold.GoldBatchWriter.__call__ = call
+        gold_view.ViewWriter.write = write
 
     def _wrap_gold_sink(self) -> None:
+        """Wrap the ClickHouse writes of one view (``--kill-query``; any view without): its public table is
+        written first, then its state table (``<table>_state``)."""
         from kappalake.io.clickhouse import sink
 
         write, insert = sink.GoldSink.write, sink.GoldSink._insert
         hook = self
         state: dict[str, Any] = {}
 
+        def ours(table: str) -> bool:
+            public = table.removesuffix("_state")
+            return hook.view_table in (None, public)
+
         def write_batch(gold_sink, data, batch_id: int) -> int:
-            view = gold_sink.table.name
-            armed = data.num_rows > 0 and hook.view_table in (None, view)
-            if hook.point == "view.inserted":
-                armed = armed and hook.chance()
-            state.update(armed=armed, batch=batch_id, view=view, returned=False)
+            table = gold_sink.table.name
+            public = not table.endswith("_state")
+            armed = data.num_rows > 0 and ours(table)
+            if hook.point in ("view.during", "view.inserted"):
+                armed = armed and public and hook.chance()
+            state.update(armed=armed, batch=batch_id, table=table, returned=False)
+            if armed and hook.point == "view.during":
+                hook.kill(f"{table} batch {batch_id}: state read and merged ({data.num_rows} windows), public "
+                          f"insert not begun, {hook.committed('gold', batch_id)}")
             rows = write(gold_sink, data, batch_id)
             if armed and hook.point == "view.inserted":
-                hook.kill(f"{view} batch {batch_id}: {rows} rows inserted into ClickHouse, checkpoint commit pending")
+                hook.kill(f"{table} batch {batch_id}: {rows} rows written to the public table, state table "
+                          f"write pending, {hook.committed('gold', batch_id)}")
             return rows
 
         def insert_chunk(gold_sink, data, token: str) -> None:
             if state.get("armed") and hook.point == "view.insert":
                 def fire() -> None:  # an insert that returned within the delay does not count: the next one
                     if not state["returned"] and hook.chance():
-                        hook.kill(f"{state['view']} batch {state['batch']}: {hook.delay * 1000:.1f} ms into the "
+                        hook.kill(f"{state['table']} batch {state['batch']}: {hook.delay * 1000:.1f} ms into the "
                                   f"ClickHouse insert ({data.num_rows} rows), inside the insert")
 
                 state["returned"] = False
@@ -466,35 +476,38 @@ class KillHook:
 
 
 def install_outage(flag: Path) -> None:
-    """Test hook: while ``flag`` exists, every ClickHouse insert fails as a refused connection does. The
-    gold sinks keep the shipped number of attempts but back off 10x shorter (the test waits less)."""
+    """Test hook: while ``flag`` exists, every ClickHouse insert and read of the gold writers fails as a
+    refused connection does. The gold writers keep the shipped number of attempts but back off 10x shorter
+    (the test waits less)."""
     from clickhouse_connect.driver.exceptions import OperationalError
 
-    from kappalake.io.clickhouse import client, sink
+    from kappalake.io.clickhouse import client, sink, windows
 
     shipped = sink.RetryPolicy()
     fast = sink.RetryPolicy(attempts=shipped.attempts, first_delay=shipped.first_delay / 10,
                             max_delay=shipped.max_delay / 10)
-    sink_init = sink.GoldSink.__init__
+    store_init = windows.WindowStore.__init__
 
-    def gold_sink(self, *args, **kwargs) -> None:
-        sink_init(self, *args, **kwargs)
-        self.retry = fast
+    def window_store(self, *args, **kwargs) -> None:
+        kwargs["retry"] = fast
+        store_init(self, *args, **kwargs)
 
-    sink.GoldSink.__init__ = gold_sink
-
-    insert = client.ClickHouse.insert_arrow
+    windows.WindowStore.__init__ = window_store
     refused = [0]
 
-    def insert_arrow(ch, table: str, data: Any, settings: dict[str, Any] | None = None) -> Any:
-        if flag.exists():
-            refused[0] += 1
-            _say(f"REFUSED {refused[0]} {table}")
-            raise OperationalError(f"Error HTTPConnectionPool(host='127.0.0.1', port=8123): Max retries exceeded "
-                                   f"(Caused by NewConnectionError: [Errno 111] Connection refused) (injected)")
-        return insert(ch, table, data, settings)
+    def refusing(call, what: str):
+        def wrapped(ch, table_or_sql: str, *args, **kwargs) -> Any:
+            if flag.exists():
+                refused[0] += 1
+                _say(f"REFUSED {refused[0]} {what}")
+                raise OperationalError("Error HTTPConnectionPool(host='127.0.0.1', port=8123): Max retries "
+                                       "exceeded (Caused by NewConnectionError: [Errno 111] Connection refused) "
+                                       "(injected)")
+            return call(ch, table_or_sql, *args, **kwargs)
+        return wrapped
 
-    client.ClickHouse.insert_arrow = insert_arrow
+    client.ClickHouse.insert_arrow = refusing(client.ClickHouse.insert_arrow, "insert")
+    client.ClickHouse.query_arrow = refusing(client.ClickHouse.query_arrow, "read")
 
 
 def run_job(spec: JobSpec, available_now: bool, max_offsets: int | None, timeout: float | None,
@@ -765,7 +778,8 @@ def _delta_txn(table: Path) -> dict[str, int]:
 
 
 def query_names(spec: JobSpec) -> list[str]:
-    return [*QUERIES, *[f"gold.{name}" for name in pipeline_for(spec).gold.views]]
+    """The job's streaming queries (gold is one query for all views)."""
+    return list(QUERIES)
 
 
 def checkpoint_state(spec: JobSpec) -> dict[str, tuple[int, int]]:
@@ -797,7 +811,7 @@ def observe_phase(spec: JobSpec, job: Job) -> list[str]:
     state = checkpoint_state(spec)
     lake = Path(spec.lake) / spec.pipeline
     txns = {"bronze": _delta_txn(lake / "bronze"), "silver": _delta_txn(lake / "silver"),
-            "dead_letter": _delta_txn(lake / "dead_letter"), "gold": _delta_txn(lake / "gold_events")}
+            "dead_letter": _delta_txn(lake / "dead_letter")}
     labels = []
     for query, (planned, committed) in state.items():
         if planned > committed:
@@ -806,16 +820,14 @@ def observe_phase(spec: JobSpec, job: Job) -> list[str]:
                 table_txn = max(txns["bronze"].values(), default=-1)
             elif query == "silver":
                 table_txn = max((v for k, v in txns["silver"].items() if ":silver:" in k), default=-1)
-            elif query == "gold":
-                table_txn = max(txns["gold"].values(), default=-1)
             if query == "silver" and table_txn is not None and table_txn >= planned:
                 dead = max((v for k, v in txns["dead_letter"].items() if ":silver:" in k), default=-1)
                 labels.append("silver: silver and dead-letter committed, checkpoint commit pending" if dead >= planned
                               else "silver: silver committed, dead-letter write pending (or none), checkpoint pending")
             elif table_txn is not None and table_txn >= planned:
                 labels.append(f"{query}: Delta committed, checkpoint commit pending")
-            elif query.startswith("gold."):
-                labels.append(f"{query}: inside a batch (aggregate / ClickHouse insert)")
+            elif query == "gold":
+                labels.append("gold: inside a batch or its checkpoint commit pending (ClickHouse writes)")
             else:
                 labels.append(f"{query}: inside a batch (before its Delta commit)")
     if not labels:
@@ -838,7 +850,7 @@ class KillRecord:
 #: The kill points the crash loop visits; ``startup`` is timed by the parent, the rest are hooks.
 LOOP_POINTS = KILL_POINTS
 VIEW_NAMES = ("card_velocity_1m", "card_velocity_5m_sliding")
-HOOKED_QUERIES = ("bronze", "silver", "gold", *VIEW_NAMES)
+HOOKED_QUERIES = QUERIES  # the views are written inside the gold query's batches
 
 
 #: The windows exactly-once hinges on (a write committed, its checkpoint commit not): visited first.
@@ -868,11 +880,11 @@ def _window(point: str):
         "silver.between": lambda k: any(p.startswith("silver: silver committed, dead-letter write pending")
                                         for p in k.phase),
         "silver.committed": lambda k: "silver: silver and dead-letter committed, checkpoint commit pending" in k.phase,
-        "gold.during": lambda k: "gold: inside a batch (before its Delta commit)" in k.phase,
-        "gold.committed": lambda k: "gold: Delta committed, checkpoint commit pending" in k.phase,
-        "view.during": lambda k: "checkpoint commit pending" in k.detail,
+        "gold.during": lambda k: "before any ClickHouse write, checkpoint commit pending" in k.detail,
+        "gold.committed": lambda k: "every view written, checkpoint commit pending" in k.detail,
+        "view.during": lambda k: "public insert not begun, checkpoint commit pending" in k.detail,
         "view.insert": lambda k: "inside the insert" in k.detail,
-        "view.inserted": lambda k: "inserted into ClickHouse, checkpoint commit pending" in k.detail,
+        "view.inserted": lambda k: "state table write pending, checkpoint commit pending" in k.detail,
         "idle": lambda k: "finished, next batch" in k.detail,
     }[point]
 
@@ -886,7 +898,7 @@ def kill_arguments(point: str, rng: random.Random) -> tuple[list[str], str]:
     skip = rng.choice((0, 0, 1))  # mostly the first chance (often a replay), sometimes the one after
     query, delay = None, 0.0
     if point == "view.during":
-        query, delay = rng.choice(VIEW_NAMES), rng.uniform(0.05, 1.5)
+        query = rng.choice(VIEW_NAMES)
     elif point == "view.insert":
         query, delay = rng.choice(VIEW_NAMES), rng.uniform(0.0, 0.006)
     elif point == "view.inserted":
@@ -900,7 +912,7 @@ def kill_arguments(point: str, rng: random.Random) -> tuple[list[str], str]:
 
 
 def _layer_of(point: str, args: list[str]) -> str | None:
-    """The Kafka-reading query whose records a kill point needs (views read what the gold intake wrote)."""
+    """The Kafka-reading query whose records a kill point needs (the views are part of the gold query)."""
     name = args[args.index("--kill-query") + 1] if point == "idle" else point.split(".")[0]
     return "gold" if name in ("view", *VIEW_NAMES) else name if name in QUERIES else None
 

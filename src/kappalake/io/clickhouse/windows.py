@@ -92,16 +92,25 @@ class WindowStore:
         return written
 
     def _retry(self, what: str, call: Callable[[], Any]) -> Any:
+        """``call()`` with the sink's retry policy; a transient failure is retried, then ClickHouseUnavailable."""
         for attempt in range(1, self.retry.attempts + 1):
             try:
                 return call()
             except Exception as exc:  # noqa: BLE001 - classified below
-                if not is_transient(exc) or attempt == self.retry.attempts:
+                first = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+                if not is_transient(exc):
                     raise ClickHouseUnavailable(
-                        f"{what} of ClickHouse table `{self.state.name}` ({redact(self.ch.dsn)}) failed after "
-                        f"{attempt} attempt(s): {str(exc).splitlines()[0][:300]}; the query stops and the batch is "
-                        "replayed from the checkpoint on restart") from exc
-                time.sleep(self.retry.delay(attempt))
+                        f"{what} of ClickHouse table `{self.state.name}` ({redact(self.ch.dsn)}) failed: {first}") \
+                        from exc
+                if attempt == self.retry.attempts:
+                    raise ClickHouseUnavailable(
+                        f"{what} of ClickHouse table `{self.state.name}` ({redact(self.ch.dsn)}) failed {attempt} "
+                        f"times, last: {first}; the query stops and the batch is replayed from the checkpoint on "
+                        "restart") from exc
+                pause = self.retry.delay(attempt)
+                log.warning("ClickHouse %s of %s failed (attempt %d/%d, retrying in %.1fs): %s", what,
+                            self.state.name, attempt, self.retry.attempts, pause, first[:200])
+                time.sleep(pause)
         raise AssertionError("unreachable")
 
 
