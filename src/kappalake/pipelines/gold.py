@@ -223,7 +223,13 @@ def start_gold(spark: SparkSession, ctx: RunContext, trigger: Trigger,
 
 
 def _arrow_schema(frame: DataFrame):  # type: ignore[no-untyped-def]
+    """The Arrow schema of ``frame``'s rows, timestamps as UTC microseconds (the same on every Spark line:
+    4.0/4.1 take ``timestamp_utc`` (default True), 4.2 takes ``timezone`` and asserts one is given)."""
+    import inspect
+
     from pyspark.sql.pandas.types import to_arrow_schema
 
+    if "timezone" in inspect.signature(to_arrow_schema).parameters:
+        return to_arrow_schema(frame.schema, timezone="UTC")
     return to_arrow_schema(frame.schema)
 
