@@ -12,9 +12,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 from pyspark.sql import functions as F
-from pyspark.sql.pandas.types import to_arrow_schema
 
 from kappalake.config.models import GoldViewConfig
+from kappalake.pipelines.gold import arrow_schema
 from kappalake.transforms.gold import aggregate_sessions, aggregate_windows, assign_windows
 from kappalake.transforms.window_merge import BATCH, DELETED, GENERATION, finalize, merge_sessions, merge_windows
 from kappalake.transforms.window_states import partial_states, session_fragments
@@ -119,7 +119,7 @@ def public_schema(spark, gold: GoldViewConfig) -> pa.Schema:
         shape = aggregate_sessions(frame, gold, "event_time")
     else:
         shape = aggregate_windows(assign_windows(frame, gold, "event_time", "1 minute"), gold)
-    return to_arrow_schema(shape.schema)
+    return arrow_schema(shape)
 
 
 def assert_rows_equal(actual: pa.Table, expected: list[Any]) -> None:

@@ -210,7 +210,7 @@ def start_gold(spark: SparkSession, ctx: RunContext, trigger: Trigger,
         public, state, result = gold_tables(shape, ctx, view)
         ensure_table(ch, public)
         ensure_table(ch, state)
-        store = WindowStore(ch, view, public, state, _arrow_schema(result), **(sink_options or {}))  # type: ignore[arg-type]
+        store = WindowStore(ch, view, public, state, arrow_schema(result), **(sink_options or {}))  # type: ignore[arg-type]
         views[name] = ViewWriter(ctx, name, view, store, result)
     checkpoint = ctx.checkpoint_path("gold")
     writer = GoldBatchWriter(ctx, key, EventTimeHighWater(spark, checkpoint + "/_high_water"),
@@ -222,7 +222,7 @@ def start_gold(spark: SparkSession, ctx: RunContext, trigger: Trigger,
     return query
 
 
-def _arrow_schema(frame: DataFrame):  # type: ignore[no-untyped-def]
+def arrow_schema(frame: DataFrame):  # type: ignore[no-untyped-def]
     """The Arrow schema of ``frame``'s rows, timestamps as UTC microseconds (the same on every Spark line:
     4.0/4.1 take ``timestamp_utc`` (default True), 4.2 takes ``timezone`` and asserts one is given)."""
     import inspect
