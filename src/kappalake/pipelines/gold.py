@@ -27,6 +27,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+from pyspark.sql import Column
 from pyspark.sql import functions as F
 
 from kappalake.config.models import GoldViewConfig
@@ -43,7 +44,9 @@ from kappalake.pipelines.gold_view import ViewWriter
 from kappalake.pipelines.silver import pii_key, source_records
 from kappalake.runtime.binding import QueryBinding
 from kappalake.runtime.context import RunContext
-from kappalake.transforms.gold import aggregate_sessions, aggregate_windows, assign_windows, late_events, wm_base
+from kappalake.transforms.gold import (
+    aggregate_sessions, aggregate_windows, assign_windows, cutoff, late_events, wm_base,
+)
 from kappalake.transforms.parse import parse_events
 from kappalake.transforms.pii import pseudonymise
 from kappalake.transforms.silver import dedupe_within_watermark, to_silver, with_dedupe_columns
@@ -87,6 +90,17 @@ def late_rows(events: DataFrame, ctx: RunContext, batch_id: int) -> DataFrame:
         late = late.unionByName(part)
     return late.withColumns({"pipeline": F.lit(pipeline.name), "pipeline_version": F.lit(pipeline.version),
                              "batch_id": F.lit(batch_id).cast("long"), "detected_at": F.current_timestamp()})
+
+
+def maybe_late(ctx: RunContext) -> Column:
+    """Aggregate: true when some event of the batch is older than a view's cutoff. Only such an event can have
+    a late pair (a window ends after every event in it, and a pair is late when its window ended at or before
+    the cutoff), so a batch where this is false skips the late-pair pass exactly."""
+    pipeline = ctx.pipeline
+    older = [F.coalesce(F.col(pipeline.view_time(view)) < cutoff(pipeline.view_time(view),
+                                                                 pipeline.view_watermark(view)), F.lit(False))
+             for view in pipeline.gold.views.values()]
+    return F.max(F.greatest(*older) if len(older) > 1 else older[0])
 
 
 def bounded(frame: DataFrame, ctx: RunContext) -> DataFrame:
@@ -157,16 +171,18 @@ class GoldBatchWriter(QueryBinding):
         try:
             stats = events.agg(F.count(F.lit(1)).alias("rows"),
                                event_time_quantiles(F.col(self.ctx.pipeline.events.time)).alias("_event_times"),
+                               maybe_late(self.ctx).alias("_maybe_late"),
                                *[F.max(c).cast("string").alias(c) for c in time_columns(self.ctx)]).first()
             timings["events"] = time.perf_counter() - clock
             late_count = 0
-            if stats["rows"]:
+            if stats["rows"] and stats["_maybe_late"]:
                 late = late_rows(events, self.ctx, batch_id).persist()
                 late_count = late.count()
                 if late_count:
                     append_idempotent(late, self.ctx.table_path(LATE_TABLE), app_id, batch_id)
                 late.unpersist()
                 timings["late"] = time.perf_counter() - clock - sum(timings.values())
+            if stats["rows"]:
                 for name, writer in self.views.items():
                     writer.write(view_partials(events, self.ctx, writer.view), batch_id, self.generation)
                     timings[name] = time.perf_counter() - clock - sum(timings.values())
