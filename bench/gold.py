@@ -61,7 +61,8 @@ def context(topic: str):  # type: ignore[no-untyped-def]
     pipeline = pipeline.model_copy(update={
         "source": pipeline.source.model_copy(update={"subscribe": [topic], "partitions": PARTITIONS}),
         "gold": pipeline.gold.model_copy(update={"views": views})})
-    return RunContext(pipeline, target, HomeLayout.from_env())
+    storage = target.storage.model_copy(update={"root": f"{target.storage.root}-{topic}"})  # own checkpoints
+    return RunContext(pipeline, target.model_copy(update={"storage": storage}), HomeLayout.from_env())
 
 
 def live_child(topic: str, reached: str | None) -> None:
@@ -70,6 +71,11 @@ def live_child(topic: str, reached: str | None) -> None:
     from kappalake.io.delta.stream import Trigger
     from kappalake.pipelines.runner import run_pipeline
 
+    import logging
+
+    logging.basicConfig(format="%(asctime)s %(name)s %(message)s")
+    for name in ("kappalake.pipelines.gold", "kappalake.io.clickhouse.windows"):
+        logging.getLogger(name).setLevel(logging.DEBUG)  # per-batch stage timings into the job's log
     ctx = context(topic)
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
@@ -118,7 +124,7 @@ def run_live(args: argparse.Namespace, bootstrap: str, dsn: str, key: bytes, wor
     table = view_table(LIVE_TOPIC)
     in_job = dsn.startswith("chdb:")
     reached = work / "reached.jsonl" if in_job else None
-    job = start_live_job(LIVE_TOPIC, reached, work / "live-job.log")
+    job = start_live_job(LIVE_TOPIC, reached, Path(args.job_log))
     poller = None if in_job else Poller(dsn, table)
     if poller is not None:
         poller.start()
@@ -218,6 +224,9 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--flink-repeat", type=int, default=3)
     parser.add_argument("--skip-flink", action="store_true")
+    parser.add_argument("--skip-catchup", action="store_true", help="live phases only (profiling); no RESULT line")
+    parser.add_argument("--job-log", default="/tmp/kappalake-bench-gold-live.log",
+                        help="the live job's log (per-batch stage timings at debug level)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--reached", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -237,6 +246,8 @@ def main() -> None:
             flink_rate, why = run_flink(args, bootstrap)
             print(f"flink window rate (net of start-up): {flink_rate:,.0f}/s" + (f" ({why})" if why else ""))
             live = run_live(args, bootstrap, dsn, os.environ["KAPPALAKE_PII_KEY"].encode(), home)
+            if args.skip_catchup:
+                return
             catchup = run_catchup(args, bootstrap)
         finally:
             stack.down()
