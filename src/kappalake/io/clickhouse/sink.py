@@ -80,6 +80,28 @@ class VersionClock:
             return self._last
 
 
+def with_retries(policy: RetryPolicy, what: str, table: str, dsn: str, call: Callable[[], Any]) -> Any:
+    """``call()``; a transient failure is retried per ``policy`` (logged), then, like any other failure,
+    raised as ClickHouseUnavailable naming ``what``, the table and the redacted DSN."""
+    for attempt in range(1, policy.attempts + 1):
+        try:
+            return call()
+        except Exception as exc:  # noqa: BLE001 - classified below
+            first = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+            if not is_transient(exc):
+                raise ClickHouseUnavailable(
+                    f"{what} ClickHouse table `{table}` ({redact(dsn)}) failed: {first}") from exc
+            if attempt == policy.attempts:
+                raise ClickHouseUnavailable(
+                    f"{what} ClickHouse table `{table}` ({redact(dsn)}) failed {attempt} times, last: {first}; "
+                    "the query stops and the batch is replayed from the checkpoint on restart") from exc
+            pause = policy.delay(attempt)
+            log.warning("ClickHouse %s %s failed (attempt %d/%d, retrying in %.1fs): %s", what, table, attempt,
+                        policy.attempts, pause, first[:200])
+            time.sleep(pause)
+    raise AssertionError("unreachable")
+
+
 class GoldSink(QueryBinding):
     """The ``foreachBatch`` function of one gold view's query."""
 
@@ -126,21 +148,5 @@ class GoldSink(QueryBinding):
 
     def _insert(self, data: Any, token: str) -> None:
         settings = {"insert_deduplication_token": token, "insert_deduplicate": 1}
-        for attempt in range(1, self.retry.attempts + 1):
-            try:
-                self.ch.insert_arrow(self.table.name, data, settings=settings)
-                return
-            except Exception as exc:  # noqa: BLE001 - classified below
-                if not is_transient(exc):
-                    raise ClickHouseUnavailable(
-                        f"insert into ClickHouse table `{self.table.name}` ({redact(self.ch.dsn)}) failed: "
-                        f"{str(exc).splitlines()[0][:300]}") from exc
-                if attempt == self.retry.attempts:
-                    raise ClickHouseUnavailable(
-                        f"insert into ClickHouse table `{self.table.name}` ({redact(self.ch.dsn)}) failed "
-                        f"{attempt} times, last: {str(exc).splitlines()[0][:300]}; the query stops and the "
-                        "batch is replayed from the checkpoint on restart") from exc
-                pause = self.retry.delay(attempt)
-                log.warning("ClickHouse insert into %s failed (attempt %d/%d, retrying in %.1fs): %s",
-                            self.table.name, attempt, self.retry.attempts, pause, str(exc).splitlines()[0][:200])
-                time.sleep(pause)
+        with_retries(self.retry, "insert into", self.table.name, self.ch.dsn,
+                     lambda: self.ch.insert_arrow(self.table.name, data, settings=settings))

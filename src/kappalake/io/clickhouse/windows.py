@@ -15,10 +15,9 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from kappalake.errors import ClickHouseUnavailable
-from kappalake.io.clickhouse.client import ClickHouse, redact
+from kappalake.io.clickhouse.client import ClickHouse
 from kappalake.io.clickhouse.schema import GoldTable
-from kappalake.io.clickhouse.sink import GoldSink, RetryPolicy, is_transient
+from kappalake.io.clickhouse.sink import GoldSink, RetryPolicy, with_retries
 from kappalake.transforms.window_merge import DELETED, finalize, merge_sessions, merge_windows
 
 if TYPE_CHECKING:
@@ -59,7 +58,7 @@ class WindowStore:
             starts = sorted(set(pc.unique(partials["window_start"]).to_pylist()))
             where = f"window_start IN ({', '.join(_literal(s) for s in starts)})"
         sql = f"SELECT {columns} FROM `{self.state.name}` FINAL WHERE {where}"
-        return self._retry("read", lambda: self.ch.query_arrow(sql))
+        return self._retry("read of", lambda: self.ch.query_arrow(sql))
 
     def write(self, partials: pa.Table, batch_id: int, generation: int,
               prepare: Callable[[pa.Table], pa.Table] | None = None) -> int:
@@ -92,26 +91,7 @@ class WindowStore:
         return written
 
     def _retry(self, what: str, call: Callable[[], Any]) -> Any:
-        """``call()`` with the sink's retry policy; a transient failure is retried, then ClickHouseUnavailable."""
-        for attempt in range(1, self.retry.attempts + 1):
-            try:
-                return call()
-            except Exception as exc:  # noqa: BLE001 - classified below
-                first = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
-                if not is_transient(exc):
-                    raise ClickHouseUnavailable(
-                        f"{what} of ClickHouse table `{self.state.name}` ({redact(self.ch.dsn)}) failed: {first}") \
-                        from exc
-                if attempt == self.retry.attempts:
-                    raise ClickHouseUnavailable(
-                        f"{what} of ClickHouse table `{self.state.name}` ({redact(self.ch.dsn)}) failed {attempt} "
-                        f"times, last: {first}; the query stops and the batch is replayed from the checkpoint on "
-                        "restart") from exc
-                pause = self.retry.delay(attempt)
-                log.warning("ClickHouse %s of %s failed (attempt %d/%d, retrying in %.1fs): %s", what,
-                            self.state.name, attempt, self.retry.attempts, pause, first[:200])
-                time.sleep(pause)
-        raise AssertionError("unreachable")
+        return with_retries(self.retry, what, self.state.name, self.ch.dsn, call)
 
 
 def _with_deletions(live: pa.Table, gone: pa.Table) -> pa.Table:
