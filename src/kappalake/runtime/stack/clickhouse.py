@@ -1,0 +1,189 @@
+"""The local ClickHouse endpoint: the HTTP server of :mod:`.clickhouse_http` as a child process.
+
+It owns the chDB directory ``$KAPPALAKE_HOME/clickhouse`` (chDB allows one process per directory), so the
+gold jobs, the CLI and notebooks all reach it with clickhouse-connect's HTTP client at
+``http://127.0.0.1:PORT``. State file ``stack/clickhouse.json`` (pid, port, started_at, data_dir, log_file),
+log ``stack/clickhouse.log``; ``up`` is idempotent, a state file whose process is gone is stale, and a
+restart listens on its last port when it is free.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import kappalake
+from kappalake.errors import StackError
+from kappalake.runtime.paths import HomeLayout
+from kappalake.runtime.stack.broker import StackState, _free_port, _reap
+
+SERVER_MODULE = "kappalake.runtime.stack.clickhouse_http"
+
+
+@dataclass(frozen=True)
+class ClickHouseInfo:
+    pid: int
+    port: int
+    started_at: float
+    data_dir: str
+    log_file: str
+
+    @property
+    def dsn(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@dataclass(frozen=True)
+class ClickHouseStatus:
+    state: StackState
+    server: ClickHouseInfo | None
+    home: Path
+
+    @property
+    def dsn(self) -> str | None:
+        return self.server.dsn if self.server and self.state == "running" else None
+
+
+def _pid_is_server(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        if SERVER_MODULE not in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"):
+            return False
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return not Path("/proc").is_dir()
+
+
+def _ping(port: int, timeout: float = 1.0) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=timeout) as response:
+            return response.status == 200 and response.read() == b"Ok.\n"
+    except OSError:
+        return False
+
+
+class ClickHouseEndpoint:
+    """Start, stop and inspect the ClickHouse HTTP endpoint over the home's chDB directory."""
+
+    def __init__(self, layout: HomeLayout | None = None) -> None:
+        self.layout = layout or HomeLayout.from_env()
+        self.dir = self.layout.stack
+        self.state_file = self.dir / "clickhouse.json"
+        self.port_file = self.dir / "clickhouse.port"
+        self.data_dir = self.layout.home / "clickhouse"
+        self.log_file = self.dir / "clickhouse.log"
+
+    def _read_state(self) -> ClickHouseInfo | None:
+        try:
+            return ClickHouseInfo(**json.loads(self.state_file.read_text()))
+        except FileNotFoundError:
+            return None
+        except (ValueError, TypeError) as exc:
+            raise StackError(f"{self.state_file}: unreadable state file ({exc}); remove it and run "
+                             "'kappalake stack up' again") from None
+
+    def status(self) -> ClickHouseStatus:
+        """running / stopped / stale (state file left by a server that is gone)."""
+        server = self._read_state()
+        if server is None:
+            return ClickHouseStatus("stopped", None, self.layout.home)
+        return ClickHouseStatus("running" if _pid_is_server(server.pid) else "stale", server, self.layout.home)
+
+    def dsn(self) -> str:
+        """``http://127.0.0.1:PORT`` of the running endpoint; StackError with the fix if it is not running."""
+        status = self.status()
+        if status.state != "running" or status.server is None:
+            raise StackError(f"the local ClickHouse endpoint is not running ({status.state}; data dir "
+                             f"{self.data_dir}); start it with 'kappalake stack up'")
+        return status.server.dsn
+
+    def up(self, timeout: float = 60.0) -> ClickHouseStatus:
+        """Start the endpoint unless it runs already; wait until ``/ping`` answers; return the status."""
+        status = self.status()
+        if status.state == "running" and status.server is not None:
+            self._wait(status.server, timeout, None)
+            return status
+        if status.state == "stale":
+            self.state_file.unlink(missing_ok=True)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        port = _free_port(self._last_port())
+        command = [sys.executable, "-m", SERVER_MODULE, "--path", str(self.data_dir), "--port", str(port)]
+        # The child runs the same kappalake as this process (a worktree's src/ before an installed copy).
+        source = str(Path(kappalake.__file__).resolve().parents[1])
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (source, os.environ.get("PYTHONPATH")) if p)}
+        with open(self.log_file, "ab") as log:
+            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                       cwd=self.dir, env=env, start_new_session=True)
+        server = ClickHouseInfo(pid=process.pid, port=port, started_at=time.time(), data_dir=str(self.data_dir),
+                                log_file=str(self.log_file))
+        self.state_file.write_text(json.dumps(asdict(server), indent=1))
+        self.port_file.write_text(f"{port}\n")
+        self._wait(server, timeout, process)
+        return ClickHouseStatus("running", server, self.layout.home)
+
+    def _wait(self, server: ClickHouseInfo, timeout: float, process: subprocess.Popen[bytes] | None) -> None:
+        deadline = time.monotonic() + timeout
+        while not _ping(server.port):
+            exited = process.poll() is not None if process is not None else not _pid_is_server(server.pid)
+            if exited or time.monotonic() > deadline:
+                if not exited:
+                    self._kill(server.pid)
+                self.state_file.unlink(missing_ok=True)
+                why = "exited" if exited else f"did not answer /ping within {timeout:.0f}s"
+                raise StackError(f"the local ClickHouse endpoint (port {server.port}) {why}\nlast lines of "
+                                 f"{self.log_file}:\n{self._log_tail()}")
+            time.sleep(0.1)
+
+    def _last_port(self) -> int | None:
+        try:
+            return int(self.port_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def _log_tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    @staticmethod
+    def _kill(pid: int, timeout: float = 30.0) -> None:
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        except PermissionError:
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not _pid_is_server(pid):
+                _reap(pid)
+                return
+            time.sleep(0.1)
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        _reap(pid)
+
+    def down(self, timeout: float = 30.0) -> StackState:
+        """Stop the endpoint (SIGTERM: it closes chDB and releases the directory; SIGKILL after ``timeout``);
+        return the state it was in."""
+        status = self.status()
+        if status.server is not None and status.state == "running":
+            self._kill(status.server.pid, timeout)
+        self.state_file.unlink(missing_ok=True)
+        return status.state
