@@ -117,6 +117,19 @@ def test_compressed_inserts(endpoint: ClickHouseEndpoint, compress: str | bool) 
     client.insert(name, [[k, f"v{k}", T0, 1] for k in range(5000)], column_names=["k", "v", "ts", "version"])
     client.insert_arrow(name, rows([10_000, 10_001], 1))
     assert count(client, name) == 5002
+    native = [line for line in endpoint.log_file.read_text().splitlines() if f"INSERT INTO `{name}`" in line]
+    assert len(native) == 2 and (f"({compress})" in native[0]) is bool(compress)  # the body came compressed
+
+
+def test_columns_named_like_keywords(client: Client) -> None:
+    name = table_name()
+    client.command(f"CREATE TABLE {name} (k UInt8, `format` String, `settings` String, `values` String) "
+                   "ENGINE = MergeTree ORDER BY k")
+    client.insert(name, [[1, "a", "b", "c"]], column_names=["k", "format", "settings", "values"],
+                  settings={"insert_deduplicate": 1})
+    client.insert_arrow(name, pa.table({"k": pa.array([2], pa.uint8()), "format": ["x"], "settings": ["y"],
+                                        "values": ["z"]}))
+    assert client.query(f"SELECT * FROM {name} ORDER BY k").result_rows == [(1, "a", "b", "c"), (2, "x", "y", "z")]
 
 
 def test_insert_arrow_and_final(client: Client) -> None:

@@ -22,10 +22,12 @@ from typing import Any
 import chdb
 
 _SETTING_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_INSERT_DATA = re.compile(rb"^\s*INSERT\s+INTO\s+(?P<head>.*?)\bFORMAT\s+(?P<fmt>\w+)[ \t]*(?:\r?\n)?",
+# Quoted identifiers (`format`, "settings") are skipped when looking for the FORMAT and SETTINGS keywords.
+_QUOTED = rb"(?:`[^`]*`|\"[^\"]*\"|'(?:[^'\\]|\\.)*'|[^`\"'])*?"
+_INSERT_DATA = re.compile(rb"^\s*INSERT\s+INTO\s+(?P<head>" + _QUOTED + rb")\bFORMAT\s+(?P<fmt>\w+)[ \t]*(?:\r?\n)?",
                           re.IGNORECASE | re.DOTALL)
 _NOT_DATA = re.compile(rb"\b(SELECT|VALUES|INFILE)\b", re.IGNORECASE)
-_SETTINGS_CLAUSE = re.compile(rb"\bSETTINGS\b", re.IGNORECASE)
+_SETTINGS_CLAUSE = re.compile(rb"^(?P<target>" + _QUOTED + rb")\bSETTINGS\b", re.IGNORECASE | re.DOTALL)
 _TRAILING_FORMAT = re.compile(rb"\bFORMAT\s+(\w+)\s*;?\s*$", re.IGNORECASE)
 _FIRST_WORD = re.compile(rb"^(?:\s|--[^\n]*\n|/\*.*?\*/|\()*(\w+)", re.DOTALL)
 _RESULT_STATEMENTS = {b"select", b"with", b"show", b"desc", b"describe", b"exists", b"explain", b"check"}
@@ -100,7 +102,7 @@ class ChdbExecutor:
                 default_format: str, session_id: str | None = None, session_timeout: float = 60.0) -> Result:
         """Run one request's statement (``text``: the URL query, a newline, then the body)."""
         insert = _INSERT_DATA.match(text[:65536])
-        if insert and not _NOT_DATA.search(insert.group("head")):
+        if insert and not _NOT_DATA.search(re.sub(rb"`[^`]*`|\"[^\"]*\"", b"", insert.group("head"))):
             return self._insert(insert.group("head"), insert.group("fmt").decode(), text[insert.end():],
                                 settings, database, session_id, session_timeout)
         fmt = _TRAILING_FORMAT.search(text[-256:])
@@ -113,9 +115,9 @@ class ChdbExecutor:
     def _insert(self, head: bytes, fmt: str, data: bytes, settings: dict[str, str], database: str | None,
                 session_id: str | None, session_timeout: float) -> Result:
         target, inline = head, b""
-        clause = _SETTINGS_CLAUSE.search(head)
+        clause = _SETTINGS_CLAUSE.match(head)
         if clause:
-            target, inline = head[:clause.start()], head[clause.end():]
+            target, inline = clause.group("target"), head[clause.end():]
         merged = ", ".join(f"{_check_name(k)} = {quote(v)}" for k, v in settings.items())
         merged = ", ".join(part for part in (merged, inline.decode().strip()) if part)
         fd, spool = tempfile.mkstemp(prefix="insert-", suffix=".data", dir=self.spool)

@@ -134,7 +134,8 @@ class Handler(BaseHTTPRequestHandler):
             if content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
                 args.update(form_fields(content_type, body))
                 body = b""
-            body = decompress(body, self.headers.get("Content-Encoding", ""))
+            encoding = self.headers.get("Content-Encoding", "")
+            body = decompress(body, encoding)
             query = args.get("query", "")
             text = (query.encode() + b"\n" if query else b"") + body
             if not text.strip():
@@ -152,8 +153,8 @@ class Handler(BaseHTTPRequestHandler):
             message = f"{error.message} (version {self.server.executor.version})\n"
             self._send(status, message.encode(), {"Content-Type": "text/plain; charset=UTF-8",
                                                   "X-ClickHouse-Exception-Code": str(error.code)}, query_id)
-        log.info("%s %s %d %.0fms %s", self.command, query_id, status, (time.monotonic() - started) * 1000,
-                 text[:80].decode(errors="replace").replace("\n", " "))
+        log.info("%s %s %d %.0fms%s %s", self.command, query_id, status, (time.monotonic() - started) * 1000,
+                 f" ({encoding})" if encoding else "", text[:80].decode(errors="replace").replace("\n", " "))
 
     def _execute(self, text: bytes, args: dict[str, str]) -> Result:
         executor = self.server.executor
