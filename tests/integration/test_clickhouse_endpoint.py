@@ -248,6 +248,17 @@ def test_a_password_is_required_when_set(tmp_path: Path, monkeypatch: pytest.Mon
         service.down()
 
 
+def test_up_fails_with_the_log_tail_when_the_directory_is_in_use(endpoint: ClickHouseEndpoint,
+                                                                  tmp_path: Path) -> None:
+    (tmp_path / "clickhouse").symlink_to(endpoint.data_dir)  # another home on the same chDB directory
+    second = ClickHouseEndpoint(HomeLayout(home=tmp_path, cache=tmp_path / "cache"))
+    with pytest.raises(StackError, match="exited") as raised:
+        second.up(timeout=30)
+    assert "chDB allows one process per directory" in str(raised.value)
+    assert second.status().state == "stopped"
+    assert int(clickhouse_connect.get_client(dsn=endpoint.dsn()).command("SELECT 1")) == 1
+
+
 # The lifecycle tests run last: they restart and kill the module's endpoint.
 
 def test_down_then_up_keeps_the_data_and_the_port(endpoint: ClickHouseEndpoint, client: Client) -> None:

@@ -203,7 +203,11 @@ class EndpointServer(ThreadingHTTPServer):
 def serve(path: str, host: str, port: int, password: str) -> None:
     """Serve until SIGTERM/SIGINT, then close the engine (releasing the directory)."""
     os.makedirs(path, exist_ok=True)
-    executor = ChdbExecutor(path)
+    try:
+        executor = ChdbExecutor(path)
+    except Exception as exc:  # noqa: BLE001 - one clear line for the log tail that 'up' shows
+        raise SystemExit(f"cannot open the chDB directory {path}: {str(exc).strip()}; chDB allows one process per "
+                         "directory: stop the process using it (a gold job or notebook with a chdb:// DSN)") from None
     server = EndpointServer((host, port), executor, password)
 
     def stop(signum: int, _frame: object) -> None:
