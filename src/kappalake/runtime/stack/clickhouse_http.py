@@ -124,7 +124,7 @@ class Handler(BaseHTTPRequestHandler):
         body = self._body()
         args = dict(parse_qsl(url.query, keep_blank_values=True))
         query_id = args.get("query_id") or str(uuid.uuid4())
-        text = b""
+        text, encoding = b"", ""
         if url.path.rstrip("/") == "/ping" or (url.path == "/" and "query" not in args and not body):
             self._send(200, b"Ok.\n", {"Content-Type": "text/html; charset=UTF-8"})
             return
