@@ -163,7 +163,7 @@ class PrometheusServer:
         }
 
     def up(self, timeout: float = 60.0) -> PrometheusStatus:
-        """Start the server unless it runs already; wait until ``/-/ready``; return the status."""
+        """Start the server unless it runs already (a running one keeps its config); wait until ``/-/ready``."""
         status = self.status()
         if status.state == "running" and status.server is not None:
             self._wait_ready(status.server, None, timeout)
