@@ -30,7 +30,7 @@ import yaml
 import kappalake
 from kappalake.errors import StackError
 from kappalake.runtime.paths import HomeLayout
-from kappalake.runtime.stack.broker import StackState, _free_port, _reap
+from kappalake.runtime.stack.broker import StackState, _free_port
 
 JOB_NAME = "kappalake"
 RULES_RELATIVE = Path("deploy") / "prometheus" / "alerts.yml"
@@ -102,6 +102,27 @@ def _pid_is_ours(pid: int, config: str) -> bool:
     return state != "Z" and f"--config.file={config}" in cmdline
 
 
+def _wait_gone(pid: int, timeout: float = 10.0) -> None:
+    """Wait until the prometheus ``pid`` has fully exited (its listener closed; reaped if our child).
+
+    Its command line empties as it starts exiting, before its sockets close: a port is only free after this.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0]:
+                return
+        except ChildProcessError:
+            try:
+                comm = Path(f"/proc/{pid}/comm").read_text().strip()
+                state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+            except (OSError, IndexError):
+                return
+            if comm != "prometheus" or state in ("Z", "X"):
+                return
+        time.sleep(0.05)
+
+
 class PrometheusServer:
     """Start, stop and inspect the local Prometheus under one data directory."""
 
@@ -168,7 +189,8 @@ class PrometheusServer:
         if status.state == "running" and status.server is not None:
             self._wait_ready(status.server, None, timeout)
             return status
-        if status.state == "stale":
+        if status.state == "stale" and status.server is not None:
+            _wait_gone(status.server.pid)
             self.state_file.unlink(missing_ok=True)
         return self._start(status.server, timeout)
 
@@ -237,14 +259,14 @@ class PrometheusServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not _pid_is_ours(pid, str(self.config_file)):
-                _reap(pid)
+                _wait_gone(pid)
                 return
             time.sleep(0.1)
         try:
             os.killpg(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-        _reap(pid)
+        _wait_gone(pid)
 
     def down(self, timeout: float = 30.0) -> StackState:
         """Stop the server (SIGTERM, then SIGKILL after ``timeout``); return the state it was in."""
