@@ -20,13 +20,14 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 import yaml
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from kappalake.io.kafka.admin import TopicSpec, ensure_topics
 from kappalake.ops.metrics import PipelineMetrics
@@ -36,9 +37,27 @@ from kappalake.runtime.stack import LocalStack, PrometheusServer
 from kappalake.runtime.stack.prometheus import shipped_rules
 from tests.integration.prometheus_api import RANGE, api, compress_rules, wait_for, write_compressed_rules
 
+T = TypeVar("T")
 FACTOR = 30
 PARTITIONS = 3
 LAG_ALERTS = {"KappalakeLagOverOneHour", "KappalakeLagGrowing"}
+#: A fresh broker creates __consumer_offsets on the first group request: its coordinator settles first.
+COORDINATOR_SETTLING = {KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+                        KafkaError.COORDINATOR_NOT_AVAILABLE}
+
+
+def settled(call: Callable[[], T], timeout: float = 30.0) -> T:
+    """``call()``, retried while the group coordinator settles or the error is retriable."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return call()
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            retriable = isinstance(error, KafkaError) and (error.retriable() or error.code() in COORDINATOR_SETTLING)
+            if not retriable or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 class KafkaJob:
@@ -56,11 +75,12 @@ class KafkaJob:
         self.port = self.metrics.serve(0)
 
     def _committed(self) -> dict[int, int]:
-        committed = self.offsets.committed([TopicPartition(self.topic, p) for p in range(PARTITIONS)], timeout=10)
+        committed = settled(lambda: self.offsets.committed(
+            [TopicPartition(self.topic, p) for p in range(PARTITIONS)], timeout=10))
         return {tp.partition: max(tp.offset, 0) for tp in committed}
 
     def _latest(self) -> dict[int, int]:
-        return {p: self.offsets.get_watermark_offsets(TopicPartition(self.topic, p), timeout=10)[1]
+        return {p: settled(lambda p=p: self.offsets.get_watermark_offsets(TopicPartition(self.topic, p), timeout=10))[1]
                 for p in range(PARTITIONS)}
 
     def read_batch(self, at_least: int = 0, timeout: float = 30.0) -> int:
@@ -73,7 +93,7 @@ class KafkaJob:
             if (not messages and rows >= at_least) or time.monotonic() > deadline:
                 break
         if rows:
-            self.consumer.commit(asynchronous=False)
+            settled(lambda: self.consumer.commit(asynchronous=False))
         end, latest = self._committed(), self._latest()
         millis = int((time.monotonic() - started) * 1000)
         self.metrics.observe_progress(self.pipeline, self.layer, {
