@@ -2,11 +2,15 @@
 under ``$KAPPALAKE_HOME/stack``.
 
 - :mod:`.broker`: the Apache Kafka broker (KRaft), always.
+- :mod:`.prometheus`: a Prometheus server (the ``prometheus`` binary) with the shipped alert rules,
+  scraping the jobs registered by :mod:`kappalake.ops.prometheus_targets`; optional.
 
 Every service follows one contract: ``up`` (start unless running, wait until ready) → ``status`` →
 ``down``, ports, pid and log file recorded in its state file.
 """
 
 from kappalake.runtime.stack.broker import BrokerInfo, LocalStack, StackState, StackStatus
+from kappalake.runtime.stack.prometheus import PrometheusInfo, PrometheusServer, PrometheusStatus
 
-__all__ = ["BrokerInfo", "LocalStack", "StackState", "StackStatus"]
+__all__ = ["BrokerInfo", "LocalStack", "PrometheusInfo", "PrometheusServer", "PrometheusStatus", "StackState",
+           "StackStatus"]
