@@ -12,6 +12,7 @@ from kappalake.cli import backfill, dlq, produce, quality, query, run, setup, st
 from kappalake.cli.common import GlobalOptions, err_console
 from kappalake.config.loader import default_conf_dir, default_target
 from kappalake.errors import KappalakeError
+from kappalake.ops.stop_signals import JobStopped
 
 app = typer.Typer(
     help="kappalake: Spark Structured Streaming lakehouse pipelines (Kafka -> Delta -> ClickHouse), "
@@ -56,6 +57,9 @@ def main() -> None:
     """Entry point of the ``kappalake`` script."""
     try:
         app()
+    except JobStopped as exc:
+        err_console.print(str(exc), highlight=False, markup=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
     except KappalakeError as exc:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
         sys.exit(exc.exit_code)

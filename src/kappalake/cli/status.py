@@ -42,7 +42,11 @@ def _state(record: dict) -> str:
         return "never run"
     if record.get("finished_at") is None and _alive(record.get("pid")):
         return "[green]running[/]"
-    return "[red]failed[/]" if record.get("error") else "stopped"
+    if record.get("error"):
+        return "[red]failed[/]"
+    if record.get("finished_at") is None:
+        return "[yellow]ended unclosed[/]"  # the process died without closing its run (SIGKILL, crash)
+    return f"stopped ({record['stopped_by']})" if record.get("stopped_by") else "stopped"
 
 
 def _live_columns(record: dict) -> list[str]:

@@ -20,6 +20,7 @@ from kappalake.quality.batch import QualityStop, explain_quality_stop
 from kappalake.ops.monitor import RunMonitor
 from kappalake.ops.progress import ProgressTracker, QueryTotals
 from kappalake.ops.runinfo import write_run_record
+from kappalake.ops.stop_signals import JobStopped, StopRequest, stop_after_current_batch
 from kappalake.runtime.context import RunContext
 from kappalake.runtime.spark import build_spark, require_connectors
 
@@ -99,9 +100,18 @@ def run_pipeline(ctx: RunContext, layers: Sequence[str], trigger: Trigger,
                  on_progress: Callable[[ProgressTracker], None] | None = None,
                  until: Callable[[ProgressTracker], bool] | None = None) -> RunResult:
     """Start ``layers`` and wait: until drained with ``available_now``, else until a query stops or fails,
-    ``timeout`` seconds passed, or ``until(progress)`` is true."""
+    ``timeout`` seconds passed, or ``until(progress)`` is true. SIGINT/SIGTERM stop the run after the
+    current micro-batch (a second signal: at once) and raise :class:`JobStopped` once the run is closed."""
+    with StopRequest() as stop:
+        return _run(ctx, layers, trigger, spark, timeout, on_progress, until, stop)
+
+
+def _run(ctx: RunContext, layers: Sequence[str], trigger: Trigger, spark: SparkSession | None,
+         timeout: float | None, on_progress: Callable[[ProgressTracker], None] | None,
+         until: Callable[[ProgressTracker], bool] | None, stop: StopRequest) -> RunResult:
     check_source(ctx)
     spark = spark or build_spark(ctx.target, app_name=f"kappalake-{ctx.pipeline.name}")
+    stop.arm()
     versions = require_connectors(spark)
     if ctx.start_offsets is not None and not ctx.replay:
         refuse_start_position_on_checkpoint(spark, ctx, layers)
@@ -113,6 +123,8 @@ def run_pipeline(ctx: RunContext, layers: Sequence[str], trigger: Trigger,
     queries: list[StreamingQuery] = []
     try:
         for layer in layers:
+            if stop.requested:
+                break
             batch_metrics.reset(f"{ctx.pipeline.name}.{layer}")
             if layer == "gold":
                 for view in ctx.pipeline.gold.views:
@@ -123,23 +135,14 @@ def run_pipeline(ctx: RunContext, layers: Sequence[str], trigger: Trigger,
                              table=ctx.table_path(layer), checkpoint=ctx.checkpoint_path(layer), error=None,
                              pid=os.getpid(), live=None, metrics_port=run_monitor.port)
             queries.append(_start_layer(spark, ctx, layer, trigger))
-        _await(spark, queries, tracker, timeout, monitor, on_progress, until)
+        _await(spark, queries, tracker, timeout, monitor, on_progress, until, stop)
+        if stop.requested:
+            stop_after_current_batch(queries, stop)
     except Exception as exc:
-        message = _failure_message(exc, ctx)
-        for query in queries:
-            if query.exception() is not None:
-                run_monitor.failed(query.name or ctx.pipeline.name, message, str(query.runId))
-        for layer in layers:
-            write_run_record(ctx.runs_dir, layer, finished_at=time.time(), error=message,
-                             lost_offsets=monitor.lost_offsets(f"{ctx.pipeline.name}.{layer}"))
-        if isinstance(exc, KappalakeError):
-            raise
-        if explain_quality_stop(str(exc)) is not None:
-            raise QualityStop(f"pipeline {ctx.pipeline.name!r} stopped: {message}") from exc
-        raised = raised_kappalake_error(str(exc))  # raised inside a foreachBatch function: keep its class
-        if raised is not None:
-            raise type(raised)(f"pipeline {ctx.pipeline.name!r} failed: {message}") from exc
-        raise KappalakeError(f"pipeline {ctx.pipeline.name!r} failed: {message}") from exc
+        # A query interrupted by a stop at once may surface as an exception: that is the stop, not a failure.
+        if not stop.requested or any(q.exception() is not None for q in queries):
+            _close_failed(ctx, layers, queries, run_monitor, monitor, exc)
+            raise _as_kappalake_error(exc, ctx) from exc
     finally:
         for query in queries:
             if query.isActive:
@@ -154,18 +157,60 @@ def run_pipeline(ctx: RunContext, layers: Sequence[str], trigger: Trigger,
                          input_rows=layer_totals.input_rows if layer_totals else 0,
                          batches=layer_totals.batches if layer_totals else 0,
                          lost_offsets=monitor.lost_offsets(f"{ctx.pipeline.name}.{layer}"),
+                         stopped_by=stop.name if stop.requested else None,
                          **batch_metrics.snapshot(f"{ctx.pipeline.name}.{layer}"))
+    if stop.requested:
+        raise JobStopped(_stopped_message(ctx, layers, totals, stop.name), stop.signum or 0)
     lost = {f"{ctx.pipeline.name}.{layer}": monitor.lost_offsets(f"{ctx.pipeline.name}.{layer}") for layer in layers}
     return RunResult(ctx.pipeline.name, tuple(layers), totals, time.monotonic() - started,
                      progress=dict(tracker.history), lost_offsets=lost)
 
 
+def _close_failed(ctx: RunContext, layers: Sequence[str], queries: list[StreamingQuery], run_monitor: RunMonitor,
+                  monitor: DataLossMonitor, exc: BaseException) -> None:
+    """Mark the failed queries and close every layer's run record with the failure."""
+    message = _failure_message(exc, ctx)
+    for query in queries:
+        if query.exception() is not None:
+            run_monitor.failed(query.name or ctx.pipeline.name, message, str(query.runId))
+    for layer in layers:
+        write_run_record(ctx.runs_dir, layer, finished_at=time.time(), error=message,
+                         lost_offsets=monitor.lost_offsets(f"{ctx.pipeline.name}.{layer}"))
+
+
+def _as_kappalake_error(exc: BaseException, ctx: RunContext) -> KappalakeError:
+    """The failure as the error the CLI prints (its own class when kappalake raised it)."""
+    if isinstance(exc, KappalakeError):
+        return exc
+    message = _failure_message(exc, ctx)
+    if explain_quality_stop(str(exc)) is not None:
+        return QualityStop(f"pipeline {ctx.pipeline.name!r} stopped: {message}")
+    raised = raised_kappalake_error(str(exc))  # raised inside a foreachBatch function: keep its class
+    if raised is not None:
+        return type(raised)(f"pipeline {ctx.pipeline.name!r} failed: {message}")
+    return KappalakeError(f"pipeline {ctx.pipeline.name!r} failed: {message}")
+
+
+def _stopped_message(ctx: RunContext, layers: Sequence[str], totals: dict[str, QueryTotals], signal_name: str) -> str:
+    """One line: what was stopped, after which batch, and where a restart resumes."""
+    parts = []
+    for layer in layers:
+        done = totals.get(f"{ctx.pipeline.name}.{layer}")
+        last = done.last_batch_id if done else None
+        parts.append(f"{ctx.pipeline.name}.{layer} " + (f"after batch {last}" if last is not None else "before its first batch"))
+    where = ", ".join(checkpoints(ctx, layers))
+    return (f"stopped on {signal_name}: {', '.join(parts)}; a restart resumes from the checkpoint"
+            f"{'s' if len(layers) > 1 else ''} {where}")
+
+
 def _await(spark: SparkSession, queries: list[StreamingQuery], tracker: ProgressTracker,
            timeout: float | None, monitor: DataLossMonitor | None = None,
            on_progress: Callable[[ProgressTracker], None] | None = None,
-           until: Callable[[ProgressTracker], bool] | None = None) -> None:
+           until: Callable[[ProgressTracker], bool] | None = None, stop: StopRequest | None = None) -> None:
     deadline = None if timeout is None else time.monotonic() + timeout
     while any(q.isActive for q in queries):
+        if stop is not None and stop.requested:
+            return
         tracker.observe(queries)
         if on_progress is not None:
             on_progress(tracker)
