@@ -36,8 +36,19 @@ def test_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HomeLayout]:
 
 
 @pytest.fixture(scope="session")
-def local_target(test_home: HomeLayout) -> TargetConfig:
-    return load_target(CONF, "local", env={**os.environ})
+def local_target(test_home: HomeLayout) -> Iterator[TargetConfig]:
+    """The shipped local target. Its ClickHouse is the local stack's HTTP endpoint (``local-stack``), started
+    here in the session's data dir, unless $CLICKHOUSE_DSN names another."""
+    from kappalake.io.clickhouse.client import LOCAL_STACK
+    from kappalake.runtime.stack import ClickHouseEndpoint
+
+    target = load_target(CONF, "local", env={**os.environ})
+    endpoint = ClickHouseEndpoint(test_home) if target.clickhouse.dsn == LOCAL_STACK else None
+    if endpoint is not None:
+        endpoint.up()
+    yield target
+    if endpoint is not None:
+        endpoint.down()
 
 
 @pytest.fixture(scope="session")
@@ -52,7 +63,7 @@ def spark(local_target: TargetConfig, test_home: HomeLayout):
 
 @pytest.fixture(scope="session")
 def clickhouse(local_target: TargetConfig):
-    """The session's ClickHouse: chDB under the test data dir (one chDB directory per process), or
+    """The session's ClickHouse: the local endpoint (chDB under the test data dir, over HTTP), or
     $CLICKHOUSE_DSN. Tests name their tables uniquely."""
     from kappalake.io.clickhouse.client import connect
 

@@ -8,8 +8,8 @@ Run as a script it is the job (``run``) or a reader of its ClickHouse (``dump-go
 
 ``run`` builds a RunContext like the ``make_context`` fixture (the shipped pipeline re-pointed at the
 spec's topic, gold tables suffixed with the topic, the spec's storage root) on a target whose ClickHouse
-is the spec's own DSN (``chdb://<dir>`` by default: chDB allows one process per directory, so nothing
-else opens it while the job runs) and runs ``bronze,silver,gold`` in one Spark application. It prints
+is the spec's own DSN (the test's own local ClickHouse HTTP endpoint, which outlives the killed job as a
+server would; a ``chdb://<dir>`` DSN also works, opened by the job alone) and runs ``bronze,silver,gold`` in one Spark application. It prints
 ``SPARK`` once the session is up, ``STARTED`` once all queries run and ``BATCH <query> <id> <rows>`` per
 finished micro-batch, and exits with the KappalakeError's exit code (message on stderr, prefixed
 ``JOB ERROR:``) on a failure.
@@ -77,7 +77,7 @@ class JobSpec:
     pipeline: str
     topic: str
     lake: str                      # storage root (Delta tables and checkpoints)
-    dsn: str                       # ClickHouse DSN of the job (chdb:///abs/dir by default)
+    dsn: str                       # ClickHouse DSN of the job (http://127.0.0.1:P of a local endpoint, or chdb:///dir)
     stack_home: str                # KAPPALAKE_HOME of the running local broker (to find its address)
     job_home: str                  # KAPPALAKE_HOME of the job (runs dir, Spark warehouse)
     partitions: int = 3

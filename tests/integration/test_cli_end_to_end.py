@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -32,6 +33,7 @@ def test_cli_stack_produce_run_status(tmp_path: Path, test_home: HomeLayout) -> 
     try:
         up = cli("stack", "up")
         assert "Kafka broker started" in up.stdout and "payments (3 partitions)" in up.stdout
+        assert "ClickHouse endpoint started: http://127.0.0.1:" in up.stdout
         assert "already running" in cli("stack", "up").stdout
 
         produced = cli("produce", "payments", "--events", "2000", "--seed", "3", "--malformed-fraction", "0.1",
@@ -46,8 +48,9 @@ def test_cli_stack_produce_run_status(tmp_path: Path, test_home: HomeLayout) -> 
         status = cli("status", "payments")
         assert "running" in status.stdout
         line = versions.selected_line()
-        loaded = {ln.split("│")[1].strip(): ln.split("│")[3].strip() for ln in status.stdout.splitlines()
-                  if ln.count("│") >= 4}
+        # not a terminal: plain aligned columns, nothing cut (component, pinned, last run)
+        cells = [re.split(r"\s{2,}", ln.strip()) for ln in status.stdout.splitlines()]
+        loaded = {row[0]: row[2] for row in cells if len(row) == 3}
         assert loaded["Spark"] == line.spark and loaded["Delta Lake"] == line.delta, loaded  # as loaded
         assert loaded["kafka-clients (Spark side)"] == line.kafka_clients, loaded
         assert "2000" in status.stdout

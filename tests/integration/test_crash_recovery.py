@@ -22,6 +22,7 @@ import os
 import shutil
 import stat
 import time
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
@@ -30,7 +31,8 @@ from deltalake import DeltaTable
 
 from kappalake.errors import ClickHouseUnavailable
 from kappalake.runtime.context import RunContext
-from kappalake.runtime.stack import LocalStack
+from kappalake.runtime.paths import HomeLayout
+from kappalake.runtime.stack import ClickHouseEndpoint, LocalStack
 from tests.integration.crash_job import (
     Feed, JobSpec, committed_records, crash_loop, dump_gold_tables, expected_events, gold_differences,
     lake_accounting, phase_summary, records_by_round, run_to_end, spawn, window_hit,
@@ -45,12 +47,19 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def job(tmp_path: Path, test_home, kafka_stack, topic_name: str, make_context) -> tuple[Path, JobSpec, RunContext]:
-    """The job spec (own storage root and chDB directory) and a context on the same topic for producing."""
+def job(tmp_path: Path, test_home, kafka_stack, topic_name: str, make_context) -> Iterator[tuple[Path, JobSpec, RunContext]]:
+    """The job spec (own storage root) and a context on the same topic for producing. The job's gold sink
+    writes through a local ClickHouse HTTP endpoint of its own (a separate process that survives the
+    kills, as a server would), the default path of the local target."""
+    endpoint = ClickHouseEndpoint(HomeLayout(home=tmp_path / "ch-home", cache=test_home.cache))
+    endpoint.up()
     spec = JobSpec(pipeline="payments", topic=topic_name, lake=str(tmp_path / "lake"),
-                   dsn=f"chdb://{tmp_path / 'ch'}", stack_home=str(test_home.home),
+                   dsn=endpoint.dsn(), stack_home=str(test_home.home),
                    job_home=str(tmp_path / "job-home"), max_offsets=MAX_OFFSETS)
-    return spec.write(tmp_path / "spec.json"), spec, make_context("payments", topic_name)
+    try:
+        yield spec.write(tmp_path / "spec.json"), spec, make_context("payments", topic_name)
+    finally:
+        endpoint.down()
 
 
 def drain(spec_path: Path, spec: JobSpec, tmp_path: Path, name: str = "drain") -> None:

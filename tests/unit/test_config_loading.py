@@ -104,7 +104,7 @@ def test_local_target(home: Path) -> None:
     assert target.kafka.bootstrap_servers == "local-stack"
     assert target.kafka.options == {}
     assert target.storage.root == f"{home}/lake"
-    assert target.clickhouse.dsn == f"chdb://{home}/clickhouse"  # ${CLICKHOUSE_DSN:-chdb://${KAPPALAKE_HOME}/...}
+    assert target.clickhouse.dsn == "local-stack"  # ${CLICKHOUSE_DSN:-local-stack}: the stack's HTTP endpoint
     assert target.spark.master == "local[*]"
     assert target.spark.jars == "resolve"
     assert target.spark.driver_memory == "2g"
@@ -120,7 +120,7 @@ def test_local_target_defaults_kappalake_home_to_dot_kappalake(tmp_path: Path,
     monkeypatch.chdir(tmp_path)
     target = load_target(CONF, "local", env={})
     assert target.storage.root == f"{tmp_path.resolve()}/.kappalake/lake"
-    assert target.clickhouse.dsn == f"chdb://{tmp_path.resolve()}/.kappalake/clickhouse"
+    assert target.clickhouse.dsn == "local-stack"
 
 
 def test_databricks_target(env: dict[str, str]) -> None:

@@ -5,9 +5,8 @@ from __future__ import annotations
 from enum import Enum
 
 import typer
-from rich.table import Table
-
 from kappalake.cli.common import console, global_options
+from kappalake.cli.output import Format, print_table
 from kappalake.pipelines.dead_letters import list_dead_letters, replay_dead_letters
 
 
@@ -32,6 +31,7 @@ def command(
     pending: bool = typer.Option(False, "--pending", help="list: only records not replayed yet."),
     limit: int = typer.Option(50, min=1, help="list: rows to show (newest first)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="replay: only count what would be replayed."),
+    fmt: Format = typer.Option(Format.table, "--format", help="list: table, json (one object per line) or csv."),
 ) -> None:
     """Inspect (list) or re-publish (replay) a pipeline's dead-lettered records."""
     run_ctx = global_options(ctx).context(pipeline)
@@ -44,11 +44,8 @@ def command(
                           f"{summary.marked}")
         return
     rows = list_dead_letters(run_ctx, where, include_replayed=not pending, limit=limit).to_pylist()
-    table = Table(title=f"{pipeline} dead letters ({len(rows)} shown)")
-    for column in ("source", "error", "message", "failed at", "replayed", "payload"):
-        table.add_column(column, overflow="fold")
-    for row in rows:
-        table.add_row(f"{row['source_topic']}/{row['source_partition']}/{row['source_offset']}", row["error_class"],
-                      row["error_message"], str(row["failed_at"])[:19], str(row["replayed_at"] or "")[:19],
-                      _preview(row["value"]))
-    console.print(table)
+    shown = [{"source": f"{row['source_topic']}/{row['source_partition']}/{row['source_offset']}",
+              "error": row["error_class"], "message": row["error_message"], "failed at": str(row["failed_at"])[:19],
+              "replayed": str(row["replayed_at"] or "")[:19], "payload": _preview(row["value"])} for row in rows]
+    print_table(shown, fmt, title=f"{pipeline} dead letters ({len(rows)} shown)",
+                columns=("source", "error", "message", "failed at", "replayed", "payload"))

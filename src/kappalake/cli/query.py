@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import csv
-import io
-import json
+import sys
+import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import typer
-from rich.table import Table
 
 from kappalake.cli.common import console, global_options
+from kappalake.cli.output import print_table, rich_table
 from kappalake.config.durations import parse_seconds
 from kappalake.config.models import GoldViewConfig
 from kappalake.errors import ConfigError, KappalakeError
@@ -46,10 +45,11 @@ def parse_keys(view_name: str, view: GoldViewConfig, given: list[str]) -> dict[s
     return keys
 
 
-def _text(value: Any) -> str:
-    if isinstance(value, datetime):
-        return value.isoformat(sep=" ")
-    return "" if value is None else str(value)
+def fetch_rows(ch: Any, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+    """The view's rows as dicts, in column order."""
+    result = ch.client.query(sql, parameters=params)
+    columns = list(result.column_names)
+    return [dict(zip(columns, row, strict=True)) for row in result.result_rows]
 
 
 def command(
@@ -60,6 +60,8 @@ def command(
     key: list[str] = typer.Option([], "--key", help="Group key value (first key), or column=value; repeatable."),
     output: str = typer.Option("table", "--format", help="table, json (one object per line) or csv."),
     limit: int = typer.Option(1000, "--limit", min=1, help="At most this many rows."),
+    watch: bool = typer.Option(False, "--watch", help="Refresh until Ctrl-C (read while the job runs)."),
+    every: str = typer.Option("1s", "--every", help="--watch: refresh interval, e.g. 1s, 5s."),
 ) -> None:
     """Print the current rows of a gold view (ClickHouse, read with FINAL), oldest window first."""
     run_ctx = global_options(ctx).context(pipeline)
@@ -68,35 +70,56 @@ def command(
         raise ConfigError(f"pipeline {pipeline!r} has no gold view {view!r}; views: {', '.join(views) or 'none'}")
     if output not in ("table", "json", "csv"):
         raise ConfigError(f"--format {output!r}: expected table, json or csv")
+    try:
+        interval = parse_seconds(every)
+    except ValueError as exc:
+        raise ConfigError(f"--every {every!r}: {exc}") from None
+    if interval <= 0:
+        raise ConfigError(f"--every {every!r}: expected a positive interval such as 1s")
     spec = views[view]
-    since = None
+    span = None
     if last is not None:
         try:
-            since = datetime.now(timezone.utc) - timedelta(seconds=parse_seconds(last))
+            span = timedelta(seconds=parse_seconds(last))
         except ValueError as exc:
             raise ConfigError(f"--last {last!r}: {exc}") from None
-    sql, params = view_sql(spec, since, parse_keys(view, spec, key), limit)
+    keys = parse_keys(view, spec, key)
     ch = connect(run_ctx.target.clickhouse.dsn)
     exists = ch.rows("SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = {t:String}",
                      {"t": spec.clickhouse.table})[0][0]
     if not exists:
         raise KappalakeError(f"ClickHouse table {spec.clickhouse.table!r} of view {pipeline}.{view} does not exist "
                              f"yet; run 'kappalake run {pipeline} --layer gold' first")
-    result = ch.client.query(sql, parameters=params)
-    columns, rows = list(result.column_names), list(result.result_rows)
-    if output == "json":
-        for row in rows:
-            typer.echo(json.dumps(dict(zip(columns, row, strict=True)), default=_text))
-    elif output == "csv":
-        buffer = io.StringIO()
-        writer = csv.writer(buffer)
-        writer.writerow(columns)
-        writer.writerows([[_text(v) for v in row] for row in rows])
-        typer.echo(buffer.getvalue(), nl=False)
-    else:
-        table = Table(title=f"{pipeline}.{view} ({spec.clickhouse.table}, FINAL): {len(rows)} rows")
-        for column in columns:
-            table.add_column(column)
-        for row in rows:
-            table.add_row(*[_text(v) for v in row])
-        console.print(table)
+
+    def current() -> list[dict[str, Any]]:
+        since = datetime.now(timezone.utc) - span if span is not None else None
+        return fetch_rows(ch, *view_sql(spec, since, keys, limit))
+
+    title = f"{pipeline}.{view} ({spec.clickhouse.table}, FINAL)"
+    if not watch:
+        rows = current()
+        print_table(rows, output, title=f"{title}: {len(rows)} rows")
+        return
+    _watch(current, output, title, interval)
+
+
+def _watch(current: Any, output: str, title: str, interval: float) -> None:
+    """Re-read and re-print until Ctrl-C: in place on a terminal, one block per refresh otherwise."""
+    try:
+        if output == "table" and sys.stdout.isatty():
+            from rich.live import Live
+
+            with Live(console=console, refresh_per_second=4) as live:
+                while True:
+                    rows = current()
+                    stamp = datetime.now(timezone.utc).strftime("%H:%M:%S")
+                    live.update(rich_table(rows, list(rows[0]) if rows else [], f"{title}: {len(rows)} rows at {stamp} UTC"))
+                    time.sleep(interval)
+        while True:
+            rows = current()
+            stamp = datetime.now(timezone.utc).strftime("%H:%M:%S")
+            print_table(rows, output, title=f"{title}: {len(rows)} rows at {stamp} UTC")
+            sys.stdout.flush()
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        return

@@ -1,23 +1,39 @@
-"""``kappalake stack up|down|status``: the embedded local Kafka broker."""
+"""``kappalake stack up|down|status``: the embedded local stack (Kafka broker, ClickHouse endpoint,
+optionally Prometheus)."""
 
 from __future__ import annotations
 
 import typer
-from rich.table import Table
 
 from kappalake.cli.common import console, global_options
+from kappalake.cli.output import Format, print_table
 from kappalake.config.loader import load_project
+from kappalake.errors import ConfigError
 from kappalake.io.kafka.admin import TopicSpec
-from kappalake.runtime.stack import LocalStack
+from kappalake.runtime.stack import ClickHouseEndpoint, LocalStack, PrometheusServer
 
-app = typer.Typer(help="Start, stop and inspect the embedded local stack (a real Kafka broker in KRaft mode).",
+OPTIONAL = ("prometheus",)
+
+app = typer.Typer(help="Start, stop and inspect the embedded local stack: a real Kafka broker (KRaft), the "
+                       "ClickHouse HTTP endpoint (chDB) and, with --with prometheus, a Prometheus server.",
                   no_args_is_help=True)
+
+
+def _optional(names: list[str]) -> set[str]:
+    chosen = {n.strip() for name in names for n in name.split(",") if n.strip()}
+    unknown = sorted(chosen - set(OPTIONAL))
+    if unknown:
+        raise ConfigError(f"--with {unknown[0]!r}: unknown service; optional services: {', '.join(OPTIONAL)}")
+    return chosen
 
 
 @app.command()
 def up(ctx: typer.Context,
-       timeout: float = typer.Option(120.0, help="Seconds to wait for the broker to answer.")) -> None:
-    """Start the local Kafka broker (if not running) and create the configured topics."""
+       timeout: float = typer.Option(120.0, help="Seconds to wait for each service to answer."),
+       with_: list[str] = typer.Option([], "--with", help="Optional services to start too: prometheus."),
+       ) -> None:
+    """Start the local Kafka broker and ClickHouse endpoint (if not running) and create the configured topics."""
+    extra = _optional(with_)
     options = global_options(ctx)
     project = load_project(options.conf_dir, options.target)
     topics = [TopicSpec(t, p.source.partitions) for p in project.pipelines.values() for t in p.source.topics]
@@ -34,29 +50,61 @@ def up(ctx: typer.Context,
                   f"Kafka {status.broker.version}, data dir {status.home})")
     if topics:
         console.print("topics: " + ", ".join(f"{t.name} ({t.partitions} partitions)" for t in topics))
+    endpoint = ClickHouseEndpoint(stack.layout)
+    before = endpoint.status().state
+    served = endpoint.up(timeout=timeout)
+    assert served.server is not None
+    console.print(f"ClickHouse endpoint {'already running' if before == 'running' else 'started'}: "
+                  f"[bold]{served.server.dsn}[/] (pid {served.server.pid}, chDB data in {served.server.data_dir})")
+    if "prometheus" in extra:
+        prometheus = PrometheusServer(stack.layout)
+        before = prometheus.status().state
+        scraped = prometheus.up(timeout=timeout)
+        assert scraped.server is not None
+        console.print(f"Prometheus {'already running' if before == 'running' else 'started'}: "
+                      f"[bold]{scraped.server.url}[/] (pid {scraped.server.pid}; scrapes the running jobs, "
+                      "rules deploy/prometheus/alerts.yml)")
 
 
 @app.command()
 def down() -> None:
-    """Stop the local Kafka broker (its data stays in the data dir)."""
-    state = LocalStack().down()
-    messages = {"running": "Kafka broker stopped", "stale": "removed a stale state file (broker was not running)",
-                "stopped": "Kafka broker was not running"}
-    console.print(messages[state])
+    """Stop every service of the local stack (their data stays in the data dir)."""
+    layout = LocalStack().layout
+    for name, service in (("Prometheus", PrometheusServer(layout)), ("ClickHouse endpoint", ClickHouseEndpoint(layout)),
+                          ("Kafka broker", LocalStack(layout))):
+        state = service.down()
+        messages = {"running": f"{name} stopped", "stale": f"{name}: removed a stale state file (it was not running)",
+                    "stopped": f"{name} was not running"}
+        if state != "stopped" or name != "Prometheus":
+            console.print(messages[state])
+
+
+def service_rows() -> list[dict[str, str]]:
+    """One row per service: name, state, address, pid, log."""
+    layout = LocalStack().layout
+    broker = LocalStack(layout).status()
+    clickhouse = ClickHouseEndpoint(layout).status()
+    prometheus = PrometheusServer(layout).status()
+    rows = [
+        {"service": "kafka", "state": broker.state, "address": broker.broker.bootstrap_servers if broker.broker else "-",
+         "pid": str(broker.broker.pid) if broker.broker else "-", "log": broker.broker.log_file if broker.broker else "-"},
+        {"service": "clickhouse", "state": clickhouse.state,
+         "address": clickhouse.server.dsn if clickhouse.server else "-",
+         "pid": str(clickhouse.server.pid) if clickhouse.server else "-",
+         "log": clickhouse.server.log_file if clickhouse.server else "-"},
+        {"service": "prometheus", "state": prometheus.state,
+         "address": prometheus.server.url if prometheus.server else "-",
+         "pid": str(prometheus.server.pid) if prometheus.server else "-",
+         "log": prometheus.server.log_file if prometheus.server else "-"},
+    ]
+    return rows
 
 
 @app.command()
-def status() -> None:
-    """Show whether the local Kafka broker runs, and where."""
-    current = LocalStack().status()
-    table = Table(title="local stack", show_header=False)
-    table.add_row("state", current.state)
-    table.add_row("data dir", str(current.home))
-    if current.broker:
-        table.add_row("bootstrap servers", current.broker.bootstrap_servers)
-        table.add_row("pid", str(current.broker.pid))
-        table.add_row("Kafka", current.broker.version)
-        table.add_row("log", current.broker.log_file)
-    console.print(table)
-    if current.state != "running":
+def status(fmt: Format = typer.Option(Format.table, "--format", help="table, json or csv.")) -> None:
+    """Show which services of the local stack run, and where. Exit 1 when the broker or endpoint is down."""
+    rows = service_rows()
+    console.print(f"data dir {LocalStack().layout.home}") if fmt == Format.table else None
+    print_table(rows, fmt, title="local stack")
+    if any(row["state"] != "running" for row in rows if row["service"] in ("kafka", "clickhouse")):
         raise typer.Exit(code=1)

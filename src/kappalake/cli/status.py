@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 from datetime import datetime, timezone
 
 import typer
 from rich.console import Group
-from rich.table import Table
+from rich.text import Text
 
 from kappalake import versions
 from kappalake.cli.common import console, global_options
+from kappalake.cli.output import plain, rich_table
 from kappalake.config.loader import load_project
 from kappalake.ops.runinfo import read_run_record
 from kappalake.ops.tables import delta_table_stats
 from kappalake.pipelines.runner import LAYERS
 from kappalake.runtime.context import RunContext
 from kappalake.runtime.paths import HomeLayout
-from kappalake.runtime.stack import LocalStack
+from kappalake.runtime.stack import ClickHouseEndpoint, LocalStack
 
 
 def _when(epoch: float | None) -> str:
@@ -41,11 +43,11 @@ def _state(record: dict) -> str:
     if not record:
         return "never run"
     if record.get("finished_at") is None and _alive(record.get("pid")):
-        return "[green]running[/]"
+        return "running"
     if record.get("error"):
-        return "[red]failed[/]"
+        return "failed"
     if record.get("finished_at") is None:
-        return "[yellow]ended unclosed[/]"  # the process died without closing its run (SIGKILL, crash)
+        return "ended unclosed"  # the process died without closing its run (SIGKILL, crash)
     return f"stopped ({record['stopped_by']})" if record.get("stopped_by") else "stopped"
 
 
@@ -58,9 +60,23 @@ def _live_columns(record: dict) -> list[str]:
         str(live.get("last_batch_at") or "-").replace("T", " ")[:19],
         f"{rate:,.0f}" if isinstance(rate, (int, float)) else "-",
         " ".join(f"{k.rsplit('/', 1)[1]}:{v}" for k, v in sorted(lag.items())) or "-",
-        str(live.get("watermark") or "-").replace("T", " ")[:19],
+        _watermark(live.get("watermark")),
         f"{latency:,.1f}s" if isinstance(latency, (int, float)) else "-",
     ]
+
+
+def _watermark(value: object) -> str:
+    """The event-time watermark, or '-' while the query has none (Spark reports the epoch then)."""
+    text = str(value or "").replace("T", " ")[:19]
+    return "-" if not text or text.startswith("1970-01-01 00:00:00") else text
+
+
+def _table(rows: list[dict[str, str]], title: str) -> object:
+    """A rich table on a terminal (cells fold, nothing cut); plain aligned text otherwise."""
+    columns = list(rows[0]) if rows else []
+    if sys.stdout.isatty():
+        return rich_table(rows, columns, title)
+    return Text(f"{title}\n{plain(rows, columns)}\n", no_wrap=True, overflow="ignore")
 
 
 def command(ctx: typer.Context,
@@ -69,9 +85,15 @@ def command(ctx: typer.Context,
             ) -> None:
     """Per layer: running or not, last batch, rows/s, lag per partition, watermark, latency p95,
     dead letters, tables; plus the local stack and the Spark/Delta/Kafka versions."""
-    if not watch:
-        console.print(render(ctx, pipeline))
-        return
+    if not watch or not sys.stdout.isatty():
+        while True:
+            console.print(render(ctx, pipeline), soft_wrap=True)
+            if not watch:
+                return
+            try:
+                time.sleep(2)
+            except KeyboardInterrupt:
+                return
     from rich.live import Live
 
     with Live(render(ctx, pipeline), console=console, refresh_per_second=1) as live:
@@ -90,26 +112,19 @@ def render(ctx: typer.Context, pipeline: str | None) -> Group:
     project = load_project(options.conf_dir, options.target)
     layout = HomeLayout.from_env()
     stack = LocalStack(layout).status()
+    endpoint = ClickHouseEndpoint(layout).status()
     out.append(f"target [bold]{project.target.name}[/], data dir {layout.home}, local Kafka broker: "
-               f"[bold]{stack.state}[/]" + (f" at {stack.bootstrap_servers}" if stack.bootstrap_servers else ""))
-    pinned = Table(title="versions", show_header=True)
-    for column in ("component", "pinned", "last run"):
-        pinned.add_column(column)
+               f"[bold]{stack.state}[/]" + (f" at {stack.bootstrap_servers}" if stack.bootstrap_servers else "")
+               + f", ClickHouse endpoint: [bold]{endpoint.state}[/]" + (f" at {endpoint.dsn}" if endpoint.dsn else ""))
+    pinned: list[dict[str, str]] = []
     names = [pipeline] if pipeline else list(project.pipelines)
     unknown = [n for n in names if n not in project.pipelines]
     if unknown:
         from kappalake.errors import ConfigError
         raise ConfigError(f"no pipeline named {unknown[0]!r} (defined: {', '.join(project.pipelines)})")
     running: dict[str, str] = {}
-    layers = Table(title="layers")
-    layers.add_column("layer", no_wrap=True)
-    layers.add_column("state", no_wrap=True)
-    layers.add_column("last run (UTC)", no_wrap=True)
-    for column in ("batches", "rows in", "table rows"):
-        layers.add_column(column, justify="right", no_wrap=True)
-    live = Table(title="live (last batch of each layer)")
-    for column in ("layer", "last batch (UTC)", "rows/s", "lag partition:offsets", "watermark", "p95 latency"):
-        live.add_column(column)
+    layers: list[dict[str, str]] = []
+    live: list[dict[str, str]] = []
     errors: list[str] = []
     for name in names:
         run_ctx = RunContext(project.pipelines[name], project.target, layout)
@@ -119,10 +134,11 @@ def render(ctx: typer.Context, pipeline: str | None) -> Group:
             span = f"{_when(record.get('started_at'))}-{_when(record.get('finished_at'))}" if record else "-"
             # gold keeps its windows in ClickHouse; its Delta table holds only the late pairs
             stats = delta_table_stats(run_ctx.table_path(layer)) if layer != "gold" else None
-            layers.add_row(f"{name}.{layer}", _state(record), span,
-                           str(record.get("batches", "-")), str(record.get("input_rows", "-")),
-                           str(stats.rows) if stats else "-")
-            live.add_row(f"{name}.{layer}", *_live_columns(record))
+            layers.append({"layer": f"{name}.{layer}", "state": _state(record), "last run (UTC)": span,
+                           "batches": str(record.get("batches", "-")), "rows in": str(record.get("input_rows", "-")),
+                           "table rows": str(stats.rows) if stats else "-"})
+            live.append(dict(zip(("layer", "last batch (UTC)", "rows/s", "lag partition:offsets", "watermark",
+                                  "p95 latency"), [f"{name}.{layer}", *_live_columns(record)], strict=True)))
             if record.get("lost_offsets"):
                 errors.append(f"{name}.{layer} last run skipped {record['lost_offsets']} offsets no longer in Kafka")
             if record.get("error"):
@@ -134,9 +150,9 @@ def render(ctx: typer.Context, pipeline: str | None) -> Group:
                                   ("kafka-clients (Spark side)", line.kafka_clients, "kafka_clients"),
                                   ("Kafka broker (local stack)", versions.KAFKA_BROKER_VERSION, None),
                                   ("connector path", "jvm (spark-sql-kafka-0-10)", "connector_path")):
-        pinned.add_row(component, value, running.get(key, "-") if key else
-                       (stack.broker.version if stack.broker else "-"))
-    out += [pinned, layers, live]
+        pinned.append({"component": component, "pinned": value, "last run": running.get(key, "-") if key else
+                       (stack.broker.version if stack.broker else "-")})
+    out += [_table(pinned, "versions"), _table(layers, "layers"), _table(live, "live (last batch of each layer)")]
     for name in names:
         dead = delta_table_stats(RunContext(project.pipelines[name], project.target, layout).table_path("dead_letter"))
         if dead is not None:

@@ -384,7 +384,8 @@ class StorageConfig(StrictModel):
 
 
 class ClickHouseConfig(StrictModel):
-    dsn: str = Field(description="clickhouse-connect DSN: chdb:///abs/path or https://user:pass@host:8443/db")
+    dsn: str = Field(description="clickhouse-connect DSN: 'local-stack' (the endpoint of 'kappalake stack up'), "
+                                 "https://user:pass@host:8443/db, or chdb:///abs/path (in-process, one process)")
 
 
 class SparkConfig(StrictModel):

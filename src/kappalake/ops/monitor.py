@@ -6,10 +6,12 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from kappalake.ops import batch_metrics
 from kappalake.ops.metrics import BATCH_COUNTS, PipelineMetrics, kafka_offsets
+from kappalake.ops.prometheus_targets import register_metrics_target, unregister_metrics_target
 from kappalake.ops.runinfo import write_run_record
 from kappalake.runtime.context import RunContext
 
@@ -36,13 +38,21 @@ class RunMonitor:
         self._live: dict[str, dict[str, Any]] = {}
         self._last_flush = 0.0
         self._ch = None
+        self._target: tuple[Any, ...] | None = None
 
-    def start(self) -> int | None:
-        """Serve the Prometheus endpoint when the target configures a port; connect the metrics table."""
+    def start(self, layers: Sequence[str] = ()) -> int | None:
+        """Serve the Prometheus endpoint when the target configures a port (and register it for the local
+        stack's Prometheus); connect the metrics table."""
         monitoring = self.ctx.target.monitoring
         if monitoring.port is not None:
             self.port = self.metrics.serve(monitoring.port, monitoring.host)
             log.warning("%s: Prometheus metrics on http://%s:%d/metrics", self.pipeline, monitoring.host, self.port)
+            self._target = (self.ctx.layout, self.pipeline, "+".join(layers) or "all", monitoring.host, self.port)
+            try:
+                register_metrics_target(*self._target, run=self.ctx.run)
+            except OSError as exc:  # monitoring never stops a pipeline
+                log.warning("could not register the metrics endpoint for Prometheus: %s", exc)
+                self._target = None
         if monitoring.clickhouse_table:
             from kappalake.io.clickhouse.client import connect
             from kappalake.ops.metrics_table import ensure_metrics_table
@@ -103,6 +113,11 @@ class RunMonitor:
         self.metrics.mark_failed(self.pipeline, layer_of(query_name), query_name, message, run_id=run_id)
 
     def close(self) -> None:
+        if self._target is not None:
+            try:
+                unregister_metrics_target(*self._target, run=self.ctx.run)
+            except OSError as exc:
+                log.warning("could not unregister the metrics endpoint: %s", exc)
         self.flush(force=True)
         self.metrics.close()
 

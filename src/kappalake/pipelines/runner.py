@@ -116,7 +116,7 @@ def _run(ctx: RunContext, layers: Sequence[str], trigger: Trigger, spark: SparkS
     if ctx.start_offsets is not None and not ctx.replay:
         refuse_start_position_on_checkpoint(spark, ctx, layers)
     run_monitor = RunMonitor(ctx)
-    run_monitor.start()
+    run_monitor.start(layers)
     tracker = ProgressTracker(on_new=run_monitor.on_progress)
     monitor = DataLossMonitor.for_source(ctx.bootstrap_servers(), kafka_source_options(ctx), ctx.kafka_options)
     started = time.monotonic()

@@ -1,8 +1,10 @@
 """One clickhouse-connect client per DSN and process, its calls serialised.
 
-``chdb:///abs/path`` is clickhouse-connect's in-process chDB backend (the real ClickHouse engine on a
-local directory; one process per directory); any other DSN (``https://user:pass@host:8443/db``) reaches
-a server. Credentials belong in the DSN from the environment (``CLICKHOUSE_DSN``), never in YAML.
+``local-stack`` is the local stack's ClickHouse HTTP endpoint (``kappalake stack up``; its password, if
+any, from ``KAPPALAKE_CLICKHOUSE_PASSWORD``); ``chdb:///abs/path`` is clickhouse-connect's in-process
+chDB backend (the real ClickHouse engine on a local directory; one process per directory); any other
+DSN (``https://user:pass@host:8443/db``) reaches a server. Credentials belong in the DSN from the
+environment (``CLICKHOUSE_DSN``), never in YAML.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from kappalake.errors import ClickHouseUnavailable
+
+LOCAL_STACK = "local-stack"
 
 _lock = threading.Lock()
 _clients: dict[str, ClickHouse] = {}
@@ -53,8 +57,24 @@ class ClickHouse:
             return self.client.insert_arrow(table, data, settings=settings)
 
 
+def resolve(dsn: str) -> str:
+    """``local-stack`` -> the local endpoint's ``http://`` DSN (StackError with the fix when it is down)."""
+    if dsn != LOCAL_STACK:
+        return dsn
+    import os
+    from urllib.parse import quote
+
+    from kappalake.runtime.paths import HomeLayout
+    from kappalake.runtime.stack.clickhouse import ClickHouseEndpoint
+
+    url = ClickHouseEndpoint(HomeLayout.from_env()).dsn()
+    password = os.environ.get("KAPPALAKE_CLICKHOUSE_PASSWORD")
+    return url.replace("http://", f"http://default:{quote(password, safe='')}@") if password else url
+
+
 def connect(dsn: str) -> ClickHouse:
     """The process's client for ``dsn`` (created on first use); clear errors when it cannot be reached."""
+    dsn = resolve(dsn)
     with _lock:
         if dsn in _clients:
             return _clients[dsn]

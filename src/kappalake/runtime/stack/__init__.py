@@ -2,6 +2,8 @@
 under ``$KAPPALAKE_HOME/stack``.
 
 - :mod:`.broker`: the Apache Kafka broker (KRaft), always.
+- :mod:`.clickhouse`: the ClickHouse HTTP endpoint (:mod:`.clickhouse_http` over chDB) that owns the chDB
+  data directory, so jobs, the CLI and notebooks all read and write gold at once; always.
 - :mod:`.prometheus`: a Prometheus server (the ``prometheus`` binary) with the shipped alert rules,
   scraping the jobs registered by :mod:`kappalake.ops.prometheus_targets`; optional.
 
@@ -10,7 +12,8 @@ Every service follows one contract: ``up`` (start unless running, wait until rea
 """
 
 from kappalake.runtime.stack.broker import BrokerInfo, LocalStack, StackState, StackStatus
+from kappalake.runtime.stack.clickhouse import ClickHouseEndpoint, ClickHouseInfo, ClickHouseStatus
 from kappalake.runtime.stack.prometheus import PrometheusInfo, PrometheusServer, PrometheusStatus
 
-__all__ = ["BrokerInfo", "LocalStack", "PrometheusInfo", "PrometheusServer", "PrometheusStatus", "StackState",
+__all__ = ["BrokerInfo", "ClickHouseEndpoint", "ClickHouseInfo", "ClickHouseStatus", "LocalStack", "PrometheusInfo", "PrometheusServer", "PrometheusStatus", "StackState",
            "StackStatus"]

@@ -1,0 +1,195 @@
+"""Operating a live pipeline through the real CLI: gold read through the local ClickHouse endpoint from other
+processes while the job runs, and clean stops (SIGTERM / SIGINT in the middle of a micro-batch) that close the
+run and resume exactly once.
+
+One local stack (broker + ClickHouse endpoint) in the module's own data dir, started with ``kappalake stack up``.
+A micro-batch is "in the middle" when its checkpoint holds ``offsets/N`` and not yet ``commits/N``: the signal
+is sent at that moment, seen from outside the job as a user would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import clickhouse_connect
+import pytest
+from deltalake import DeltaTable
+
+from kappalake.runtime.paths import HomeLayout
+from kappalake.io.kafka.admin import end_offsets
+from kappalake.runtime.stack import ClickHouseEndpoint, LocalStack
+
+REPO = Path(__file__).resolve().parents[2]
+VIEW_TABLE = "payments_card_velocity_1m"
+FORBIDDEN = ("Traceback", "py4j", "Py4J", "ERROR", "Exception in thread")
+
+
+class Cli:
+    """``kappalake`` commands in child processes on one data dir."""
+
+    def __init__(self, home: Path, cache: Path, cwd: Path) -> None:
+        self.home, self.cwd = home, cwd
+        self.env = {**os.environ, "KAPPALAKE_PII_KEY": "live-ops-key", "KAPPALAKE_HOME": str(home),
+                    "KAPPALAKE_CACHE": str(cache), "KAPPALAKE_CONF": str(REPO / "conf"), "COLUMNS": "200",
+                    "KAPPALAKE_STOP_TIMEOUT": "120"}
+
+    def __call__(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run([sys.executable, "-m", "kappalake.cli.app", *args], capture_output=True, text=True,
+                              env=self.env, cwd=self.cwd, timeout=timeout)
+        if check:
+            assert done.returncode == 0, f"{args}: exit {done.returncode}\n{done.stdout}\n{done.stderr}"
+        return done
+
+    def start(self, *args: str, log: Path) -> subprocess.Popen[str]:
+        """A long-running command (its own session, so a stray signal reaches it alone)."""
+        out = log.open("w")
+        return subprocess.Popen([sys.executable, "-m", "kappalake.cli.app", *args], stdout=out,
+                                stderr=subprocess.STDOUT, text=True, env=self.env, cwd=self.cwd,
+                                start_new_session=True)
+
+
+@pytest.fixture(scope="module")
+def cli(tmp_path_factory: pytest.TempPathFactory, test_home: HomeLayout) -> Iterator[Cli]:
+    root = tmp_path_factory.mktemp("live-ops")
+    runner = Cli(root / "home", test_home.cache, root)
+    runner("stack", "up")
+    try:
+        yield runner
+    finally:
+        runner("stack", "down", check=False)
+
+
+def checkpoint(cli: Cli, layer: str) -> Path:
+    return cli.home / "lake" / "_checkpoints" / "payments" / layer / "live"
+
+
+def next_batch(cli: Cli, layer: str) -> int:
+    commits = checkpoint(cli, layer) / "commits"
+    done = [int(p.name) for p in commits.iterdir() if p.name.isdigit()] if commits.exists() else []
+    return max(done, default=-1) + 1
+
+
+def wait_mid_batch(cli: Cli, layer: str, batch: int, job: subprocess.Popen[str], timeout: float = 300) -> None:
+    """Return while ``batch`` of ``layer`` runs: its offsets are logged and its commit is not."""
+    ck = checkpoint(cli, layer)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert job.poll() is None, f"the job ended (exit {job.returncode}) before batch {batch} of {layer}"
+        if (ck / "offsets" / str(batch)).exists() and not (ck / "commits" / str(batch)).exists():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"batch {batch} of {layer} never ran")
+
+
+def stop(job: subprocess.Popen[str], signum: int, log: Path, timeout: float = 240) -> str:
+    job.send_signal(signum)
+    try:
+        job.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(job.pid, signal.SIGKILL)
+        raise AssertionError(f"the job did not stop within {timeout}s of {signal.Signals(signum).name}:\n"
+                             f"{log.read_text()[-3000:]}") from None
+    return log.read_text()
+
+
+def assert_clean(output: str) -> None:
+    bad = [line for line in output.splitlines() if any(word in line for word in FORBIDDEN)]
+    assert not bad, "the stop printed errors or tracebacks:\n" + "\n".join(bad[:20])
+
+
+def run_record(cli: Cli, layer: str) -> dict:
+    return json.loads((cli.home / "runs" / "payments" / layer / "last-run.json").read_text())
+
+
+def delta_rows(cli: Cli, table: str) -> int:
+    return DeltaTable(str(cli.home / "lake" / "payments" / table)).to_pyarrow_table().num_rows
+
+
+def test_sigterm_mid_batch_finishes_the_batch_closes_the_run_and_resumes_exactly_once(cli: Cli, tmp_path: Path) -> None:
+    cli("produce", "payments", "--events", "40000", "--seed", "11")
+    log = tmp_path / "job.log"
+    job = cli.start("run", "payments", "--layer", "bronze,silver", "--trigger", "1 second", log=log)
+    try:
+        batch = next_batch(cli, "silver")
+        wait_mid_batch(cli, "silver", batch, job)
+        output = stop(job, signal.SIGTERM, log)
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+    assert job.returncode == 143, output[-3000:]
+    assert "stopped on SIGTERM: payments.bronze after batch" in output
+    assert "a restart resumes from the checkpoints" in output
+    assert_clean(output)
+    # stopped after the batch it was running: that batch committed (sink and checkpoint)
+    assert (checkpoint(cli, "silver") / "commits" / str(batch)).exists()
+    for layer in ("bronze", "silver"):
+        record = run_record(cli, layer)
+        assert record["finished_at"] and record["stopped_by"] == "SIGTERM" and record["error"] is None, record
+    status = cli("status", "payments")
+    assert "stopped (SIGTERM)" in status.stdout
+
+    cli("produce", "payments", "--events", "10000", "--seed", "12")
+    cli("run", "payments", "--layer", "bronze,silver", "--available-now")
+    assert delta_rows(cli, "bronze") == 50000
+    assert delta_rows(cli, "silver") == 50000  # distinct events (seeds differ), none malformed: nothing lost or doubled
+
+
+def test_live_gold_is_read_through_the_endpoint_while_it_runs_and_sigint_stops_it_cleanly(
+        cli: Cli, tmp_path: Path) -> None:
+    layout = HomeLayout(home=cli.home, cache=Path(cli.env["KAPPALAKE_CACHE"]))
+    endpoint = ClickHouseEndpoint(layout)
+    before = sum(high for _, high in end_offsets(LocalStack(layout).bootstrap_servers(), "payments").values())
+    reader = clickhouse_connect.get_client(dsn=endpoint.dsn())  # this test process: not the job's
+    log = tmp_path / "gold.log"
+
+    def counted() -> int:
+        if not reader.command(f"EXISTS TABLE {VIEW_TABLE}"):
+            return 0
+        return int(reader.command(f"SELECT sum(txn_count) FROM {VIEW_TABLE} FINAL") or 0)
+
+    def wait_for(expected: int, timeout: float = 300) -> list[int]:
+        seen, deadline = [], time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert job.poll() is None, f"the gold job ended (exit {job.returncode}):\n{log.read_text()[-3000:]}"
+            seen.append(counted())
+            if seen[-1] >= expected:
+                return seen
+            time.sleep(0.5)
+        raise AssertionError(f"gold reached {seen[-1:]} of {expected} events")
+
+    cli("produce", "payments", "--events", "20000", "--seed", "21")
+    job = cli.start("run", "payments", "--layer", "gold", "--trigger", "1 second", log=log)
+    try:
+        first = wait_for(before + 20000)
+        assert first[-1] == before + 20000, first
+        queried = cli("query", "payments", "card_velocity_1m", "--format", "json", "--limit", "1000000")
+        rows = [json.loads(line) for line in queried.stdout.splitlines()]
+        assert rows and sum(row["txn_count"] for row in rows) == before + 20000  # the CLI, a third process
+
+        cli("produce", "payments", "--events", "20000", "--seed", "22")
+        grown = wait_for(before + 40000)
+        assert grown[-1] == before + 40000, grown  # windows grow while the job runs, read from outside it
+
+        cli("produce", "payments", "--events", "20000", "--seed", "23")
+        wait_mid_batch(cli, "gold", next_batch(cli, "gold"), job)
+        output = stop(job, signal.SIGINT, log)
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+    assert job.returncode == 130, output[-3000:]
+    assert "stopped on SIGINT: payments.gold after batch" in output
+    assert_clean(output)
+    record = run_record(cli, "gold")
+    assert record["finished_at"] and record["stopped_by"] == "SIGINT" and record["error"] is None, record
+
+    cli("run", "payments", "--layer", "gold", "--available-now")
+    assert counted() == before + 60000  # every event in exactly one 1-minute window: nothing lost, nothing doubled
+    late = DeltaTable(str(cli.home / "lake" / "payments" / "late_events"))
+    assert late.to_pyarrow_table().num_rows == 0
