@@ -38,7 +38,9 @@ def test_query_names_the_unknown_view_and_the_bad_key(tmp_path: Path) -> None:
 
 
 def test_query_before_the_gold_table_exists_says_what_to_run(tmp_path: Path) -> None:
-    result = kappalake("query", "payments", "card_velocity_1m", env={"KAPPALAKE_HOME": str(tmp_path)})
+    # embedded chDB (in this process) stays available as a DSN
+    result = kappalake("query", "payments", "card_velocity_1m",
+                       env={"KAPPALAKE_HOME": str(tmp_path), "CLICKHOUSE_DSN": f"chdb://{tmp_path}/ch"})
     assert result.returncode == 1 and "does not exist yet" in result.stderr
     assert "kappalake run payments --layer gold" in result.stderr and "Traceback" not in result.stderr
 
@@ -69,3 +71,10 @@ def test_produce_rejects_bad_fractions() -> None:
     result = kappalake("produce", "payments", "--events", "10", "--late-fraction", "0.6", "--malformed-fraction",
                        "0.6")
     assert result.returncode != 0 and "sum to at most 1" in result.stderr
+
+
+def test_query_without_the_local_clickhouse_endpoint_says_how_to_start_it(tmp_path: Path) -> None:
+    result = kappalake("query", "payments", "card_velocity_1m", env={"KAPPALAKE_HOME": str(tmp_path)})
+    assert result.returncode == 4, result.stderr
+    assert "the local ClickHouse endpoint is not running" in result.stderr
+    assert "kappalake stack up" in result.stderr and "Traceback" not in result.stderr
