@@ -39,12 +39,14 @@ def main() -> None:
         from kappalake.runtime.context import RunContext
         from kappalake.runtime.paths import HomeLayout
         from kappalake.runtime.spark import build_spark
-        from kappalake.runtime.stack import LocalStack
+        from kappalake.runtime.stack import ClickHouseEndpoint, LocalStack
 
         os.environ.setdefault("KAPPALAKE_PII_KEY", "bench-key")
         layout = HomeLayout.from_env()
         stack = LocalStack(layout)
         stack.up([TopicSpec("payments", 3)])
+        endpoint = ClickHouseEndpoint(layout)  # the local target's ClickHouse (metrics table, gold)
+        endpoint.up()
         try:
             target = load_target()
             pipeline = load_pipeline("payments", target=target.name)
@@ -80,6 +82,7 @@ def main() -> None:
                   f"{args.backfill_batch}); rows written {summary.rows_written}")
             spark.stop()
         finally:
+            endpoint.down()
             stack.down()
     print(f"RESULT live_rate={live_rate:.0f} backfill_rate={backfill_rate:.0f} ratio={backfill_rate / live_rate:.2f}")
 

@@ -59,11 +59,13 @@ def main() -> None:
         from kappalake.runtime.context import RunContext
         from kappalake.runtime.paths import HomeLayout
         from kappalake.runtime.spark import build_spark
-        from kappalake.runtime.stack import LocalStack
+        from kappalake.runtime.stack import ClickHouseEndpoint, LocalStack
 
         layout = HomeLayout.from_env()
         stack = LocalStack(layout)
         stack.up([TopicSpec("payments", args.partitions)])
+        endpoint = ClickHouseEndpoint(layout)  # the local target's ClickHouse (metrics table, gold)
+        endpoint.up()
         print(f"topic payments: {args.partitions} partitions, {os.cpu_count()} cores")
         try:
             target = load_target()
@@ -113,6 +115,7 @@ def main() -> None:
                 print(f"{layer}: median of {len(runs)} runs {rates[layer]:,.0f} events/s")
             spark.stop()
         finally:
+            endpoint.down()
             stack.down()
     print(f"RESULT raw_rate={raw_rate:.0f} bronze_rate={rates['bronze']:.0f} silver_rate={rates['silver']:.0f} "
           f"bronze_ratio={rates['bronze'] / raw_rate:.3f} silver_ratio={rates['silver'] / raw_rate:.3f}")

@@ -78,3 +78,22 @@ def sustained_rate(progress: list[dict], skip_first: bool = False) -> tuple[int,
     end = datetime.fromisoformat(last["timestamp"].replace("Z", "+00:00")).timestamp() + \
         last["durationMs"]["triggerExecution"] / 1000
     return rows, rows / (end - start.timestamp())
+
+
+@contextmanager
+def local_stack(topics: list) -> Iterator[object]:
+    """The local stack of the bench's data dir, as ``kappalake stack up`` starts it: the Kafka broker with
+    ``topics`` (TopicSpec) and the ClickHouse HTTP endpoint the local target's ``local-stack`` DSN names.
+    Yields the broker's LocalStack; both are stopped on exit."""
+    from kappalake.runtime.paths import HomeLayout
+    from kappalake.runtime.stack import ClickHouseEndpoint, LocalStack
+
+    layout = HomeLayout.from_env()
+    stack, endpoint = LocalStack(layout), ClickHouseEndpoint(layout)
+    stack.up(topics)
+    try:
+        endpoint.up()
+        yield stack
+    finally:
+        endpoint.down()
+        stack.down()

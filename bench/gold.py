@@ -41,7 +41,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench.common import bench_home, raw_consume_limit, sustained_rate  # noqa: E402
+from bench.common import bench_home, local_stack, raw_consume_limit, sustained_rate  # noqa: E402
 from bench.gold_live import Poller, Sent, latencies, load_reached, mismatched, produce_paced, quantile  # noqa: E402
 
 LIVE_TOPIC, CATCHUP_TOPIC = "gold_live", "gold_catchup"
@@ -234,23 +234,18 @@ def main() -> None:
         live_child(args.child, args.reached)
         return
     with bench_home() as home:
+        from kappalake.io.clickhouse.client import resolve
         from kappalake.io.kafka.admin import TopicSpec
-        from kappalake.runtime.paths import HomeLayout
-        from kappalake.runtime.stack import LocalStack
 
-        stack = LocalStack(HomeLayout.from_env())
-        stack.up([TopicSpec(LIVE_TOPIC, PARTITIONS), TopicSpec(CATCHUP_TOPIC, PARTITIONS)])
-        try:
+        with local_stack([TopicSpec(LIVE_TOPIC, PARTITIONS), TopicSpec(CATCHUP_TOPIC, PARTITIONS)]) as stack:
             bootstrap = stack.bootstrap_servers()
-            dsn = context(LIVE_TOPIC).target.clickhouse.dsn
+            dsn = resolve(context(LIVE_TOPIC).target.clickhouse.dsn)  # the endpoint: read from outside the job
             flink_rate, why = run_flink(args, bootstrap)
             print(f"flink window rate (net of start-up): {flink_rate:,.0f}/s" + (f" ({why})" if why else ""))
             live = run_live(args, bootstrap, dsn, os.environ["KAPPALAKE_PII_KEY"].encode(), home)
             if args.skip_catchup:
                 return
             catchup = run_catchup(args, bootstrap)
-        finally:
-            stack.down()
     ratio = catchup["gold_rate"] / flink_rate if flink_rate else 0.0
     print(f"RESULT p50_ms={live['p50_ms']:.0f} p95_ms={live['p95_ms']:.0f} p99_ms={live['p99_ms']:.0f} "
           f"windows={live['windows']} mismatched={live['mismatched']} live_capacity={live['live_capacity']:.0f} "

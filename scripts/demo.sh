@@ -15,7 +15,7 @@ say "running the payments pipeline (bronze, silver and gold, one Spark applicati
 kappalake run payments --layer all --available-now
 kappalake dlq payments list --limit 5
 kappalake status payments
-say "gold: per-card velocity windows in ClickHouse (chDB), read with FINAL"
+say "gold: per-card velocity windows in ClickHouse (the local endpoint over chDB), read with FINAL"
 kappalake query payments card_velocity_1m --limit 10
-say "done. The broker keeps running: 'source scripts/setup.sh' puts kappalake on PATH;"
+say "done. The broker and the ClickHouse endpoint keep running: 'source scripts/setup.sh' puts kappalake on PATH;"
 say "'kappalake stack down' stops it."

@@ -23,7 +23,7 @@ from jupyter_client.manager import AsyncKernelManager
 from nbclient import NotebookClient
 
 from kappalake.runtime.paths import HomeLayout
-from kappalake.runtime.stack import LocalStack
+from kappalake.runtime.stack import ClickHouseEndpoint, LocalStack
 from tests.conftest import CONF, REPO
 
 NOTEBOOKS = REPO / "notebooks"
@@ -48,6 +48,7 @@ def notebook_home(test_home: HomeLayout, tmp_path_factory: pytest.TempPathFactor
     """The notebooks' data dir (shared by both, like a user's); its broker is stopped at the end."""
     layout = HomeLayout(home=tmp_path_factory.mktemp("notebook-home"), cache=test_home.cache)
     yield layout
+    ClickHouseEndpoint(layout).down()
     LocalStack(layout).down()
 
 
@@ -56,7 +57,7 @@ def kernel_env(layout: HomeLayout, scratch: Path) -> dict[str, str]:
            "KAPPALAKE_CONF": str(CONF), "KAPPALAKE_TARGET": "local", "IPYTHONDIR": str(scratch / "ipython"),
            "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable,
            "PYTHONPATH": os.pathsep.join(filter(None, [str(NOTEBOOKS), os.environ.get("PYTHONPATH")]))}
-    # The notebooks find (here: create) the PII key in the data dir; chDB is the data dir's own; figures
+    # The notebooks find (here: create) the PII key in the data dir; ClickHouse is the data dir's endpoint; figures
     # go inline whatever backend the environment asks for.
     for name in ("KAPPALAKE_PII_KEY", "CLICKHOUSE_DSN", "MPLBACKEND"):
         env.pop(name, None)
@@ -118,7 +119,7 @@ def test_explore_notebook(notebook_home: HomeLayout, kernel_specs: KernelSpecMan
     assert f"bronze: {EVENTS} rows" in text
     assert "card_velocity_1m (payments_card_velocity_1m, tumbling window)" in text
     assert (notebook_home.home / "pii.key").is_file()
-    assert (notebook_home.home / "clickhouse").is_dir()  # the kernel's own chDB, not the session's
+    assert (notebook_home.home / "clickhouse").is_dir()  # the data dir's own endpoint, not the session's
 
 
 @pytest.mark.timeout(900)
