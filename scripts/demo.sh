@@ -18,4 +18,4 @@ kappalake status payments
 say "gold: per-card velocity windows in ClickHouse (the local endpoint over chDB), read with FINAL"
 kappalake query payments card_velocity_1m --limit 10
 say "done. The broker and the ClickHouse endpoint keep running: 'source scripts/setup.sh' puts kappalake on PATH;"
-say "'kappalake stack down' stops it."
+say "'kappalake stack down' stops them."
