@@ -88,15 +88,23 @@ def wait_mid_batch(cli: Cli, layer: str, batch: int, job: subprocess.Popen[str],
     raise AssertionError(f"batch {batch} of {layer} never ran")
 
 
-def stop(job: subprocess.Popen[str], signum: int, log: Path, timeout: float = 240) -> str:
-    job.send_signal(signum)
+def signal_mid_batch(cli: Cli, job: subprocess.Popen[str], layer: str, signum: int, log: Path,
+                     timeout: float = 240) -> tuple[int, str]:
+    """Send ``signum`` while ``layer``'s next batch runs; wait for the job to end. Returns that batch's id
+    and the job's output; the job's process group is killed if it is still there."""
     try:
-        job.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(job.pid, signal.SIGKILL)
-        raise AssertionError(f"the job did not stop within {timeout}s of {signal.Signals(signum).name}:\n"
-                             f"{log.read_text()[-3000:]}") from None
-    return log.read_text()
+        batch = next_batch(cli, layer)
+        wait_mid_batch(cli, layer, batch, job)
+        job.send_signal(signum)
+        try:
+            job.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"the job did not stop within {timeout}s of {signal.Signals(signum).name}:\n"
+                                 f"{log.read_text()[-3000:]}") from None
+        return batch, log.read_text()
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
 
 
 def assert_clean(output: str) -> None:
@@ -116,13 +124,7 @@ def test_sigterm_mid_batch_finishes_the_batch_closes_the_run_and_resumes_exactly
     cli("produce", "payments", "--events", "40000", "--seed", "11")
     log = tmp_path / "job.log"
     job = cli.start("run", "payments", "--layer", "bronze,silver", "--trigger", "1 second", log=log)
-    try:
-        batch = next_batch(cli, "silver")
-        wait_mid_batch(cli, "silver", batch, job)
-        output = stop(job, signal.SIGTERM, log)
-    finally:
-        if job.poll() is None:
-            os.killpg(job.pid, signal.SIGKILL)
+    batch, output = signal_mid_batch(cli, job, "silver", signal.SIGTERM, log)
     assert job.returncode == 143, output[-3000:]
     assert "stopped on SIGTERM: payments.bronze after batch" in output
     assert "a restart resumes from the checkpoints" in output
@@ -178,12 +180,12 @@ def test_live_gold_is_read_through_the_endpoint_while_it_runs_and_sigint_stops_i
         assert grown[-1] == before + 40000, grown  # windows grow while the job runs, read from outside it
 
         cli("produce", "payments", "--events", "20000", "--seed", "23")
-        wait_mid_batch(cli, "gold", next_batch(cli, "gold"), job)
-        output = stop(job, signal.SIGINT, log)
-    finally:
-        if job.poll() is None:
-            os.killpg(job.pid, signal.SIGKILL)
+    except BaseException:
+        os.killpg(job.pid, signal.SIGKILL)
+        raise
+    batch, output = signal_mid_batch(cli, job, "gold", signal.SIGINT, log)
     assert job.returncode == 130, output[-3000:]
+    assert (checkpoint(cli, "gold") / "commits" / str(batch)).exists()
     assert "stopped on SIGINT: payments.gold after batch" in output
     assert_clean(output)
     record = run_record(cli, "gold")

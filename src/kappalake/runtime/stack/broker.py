@@ -12,8 +12,6 @@ import base64
 import json
 import os
 import re
-import signal
-import socket
 import subprocess
 import time
 import uuid
@@ -28,6 +26,7 @@ from kappalake.io.kafka.admin import TopicSpec, ensure_topics, wait_until_ready
 from kappalake.runtime.jars import resolve_broker_jars
 from kappalake.runtime.java import check_java
 from kappalake.runtime.paths import HomeLayout
+from kappalake.runtime.stack.service import free_port, log_tail, process_runs, read_state, stop_group
 
 BROKER_HEAP = "-Xmx512m"
 StackState = Literal["running", "stopped", "stale"]
@@ -58,43 +57,8 @@ class StackStatus:
         return self.broker.bootstrap_servers if self.broker and self.state == "running" else None
 
 
-def _free_port(preferred: int | None = None) -> int:
-    if preferred:
-        with socket.socket() as probe:
-            # As the JVM binds its listeners (SO_REUSEADDR): connections the previous broker closed linger in
-            # TIME_WAIT for a minute and do not keep it from listening on its old port again.
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind(("127.0.0.1", preferred))
-                return preferred
-            except OSError:
-                pass
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def _pid_is_broker(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    cmdline = Path(f"/proc/{pid}/cmdline")
-    if cmdline.exists():
-        try:
-            text = cmdline.read_bytes().decode(errors="replace")
-        except OSError:
-            return False
-        if "kafka.Kafka" not in text:
-            return False
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
-        except (OSError, IndexError):
-            state = "R"
-        return state != "Z"
-    return True
+    return process_runs(pid, "kafka.Kafka")
 
 
 def _server_properties(data_dir: Path, port: int, controller_port: int) -> str:
@@ -135,13 +99,7 @@ class LocalStack:
 
     # ------------------------------------------------------------------ inspection
     def _read_state(self) -> BrokerInfo | None:
-        try:
-            return BrokerInfo(**json.loads(self.state_file.read_text()))
-        except FileNotFoundError:
-            return None
-        except (ValueError, TypeError) as exc:
-            raise StackError(f"{self.state_file}: unreadable state file ({exc}); remove it and run "
-                             "'kappalake stack up' again") from None
+        return read_state(self.state_file, BrokerInfo, "Kafka broker")
 
     def status(self) -> StackStatus:
         """running / stopped / stale (state file left by a broker that is gone)."""
@@ -194,10 +152,10 @@ class LocalStack:
         classpath = os.pathsep.join(jars)
         self.dir.mkdir(parents=True, exist_ok=True)
         last = previous or self._last_ports()
-        port = _free_port(last.port if last else None)
-        controller_port = _free_port(last.controller_port if last else None)
+        port = free_port(last.port if last else None)
+        controller_port = free_port(last.controller_port if last else None)
         if controller_port == port:
-            controller_port = _free_port()
+            controller_port = free_port()
         properties = self.dir / "server.properties"
         properties.write_text(_server_properties(self.data_dir, port, controller_port))
         self._format_storage(java, classpath, properties)
@@ -234,30 +192,11 @@ class LocalStack:
                           started_at=0.0, version="", log_file="")
 
     def _log_tail(self, lines: int = 15) -> str:
-        try:
-            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
+        return log_tail(self.log_file, lines)
 
     @staticmethod
     def _kill(pid: int, timeout: float = 30.0) -> None:
-        try:
-            os.killpg(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        except PermissionError:
-            os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not _pid_is_broker(pid):
-                _reap(pid)
-                return
-            time.sleep(0.2)
-        try:
-            os.killpg(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        _reap(pid)
+        stop_group(pid, _pid_is_broker, timeout)
 
     def down(self, timeout: float = 30.0) -> StackState:
         """Stop the broker (SIGTERM, then SIGKILL after ``timeout``); return the state it was in."""
@@ -267,15 +206,3 @@ class LocalStack:
         self.state_file.unlink(missing_ok=True)
         return status.state
 
-
-def _reap(pid: int, timeout: float = 10.0) -> None:
-    """Collect the exit status if the broker is our own child (avoids a zombie in long-lived processes)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            done, _ = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:  # not our child (started by another process), or already collected
-            return
-        if done or time.monotonic() > deadline:
-            return
-        time.sleep(0.05)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -22,7 +21,8 @@ from pathlib import Path
 import kappalake
 from kappalake.errors import StackError
 from kappalake.runtime.paths import HomeLayout
-from kappalake.runtime.stack.broker import StackState, _free_port, _reap
+from kappalake.runtime.stack.broker import StackState
+from kappalake.runtime.stack.service import free_port, log_tail, process_runs, read_state, stop_group
 
 SERVER_MODULE = "kappalake.runtime.stack.clickhouse_http"
 
@@ -52,18 +52,7 @@ class ClickHouseStatus:
 
 
 def _pid_is_server(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        if SERVER_MODULE not in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"):
-            return False
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return not Path("/proc").is_dir()
+    return process_runs(pid, SERVER_MODULE)
 
 
 def _ping(port: int, timeout: float = 1.0) -> bool:
@@ -86,13 +75,7 @@ class ClickHouseEndpoint:
         self.log_file = self.dir / "clickhouse.log"
 
     def _read_state(self) -> ClickHouseInfo | None:
-        try:
-            return ClickHouseInfo(**json.loads(self.state_file.read_text()))
-        except FileNotFoundError:
-            return None
-        except (ValueError, TypeError) as exc:
-            raise StackError(f"{self.state_file}: unreadable state file ({exc}); remove it and run "
-                             "'kappalake stack up' again") from None
+        return read_state(self.state_file, ClickHouseInfo, "ClickHouse endpoint")
 
     def status(self) -> ClickHouseStatus:
         """running / stopped / stale (state file left by a server that is gone)."""
@@ -119,7 +102,7 @@ class ClickHouseEndpoint:
             self.state_file.unlink(missing_ok=True)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        port = _free_port(self._last_port())
+        port = free_port(self._last_port())
         command = [sys.executable, "-m", SERVER_MODULE, "--path", str(self.data_dir), "--port", str(port)]
         # The child runs the same kappalake as this process (a worktree's src/ before an installed copy).
         source = str(Path(kappalake.__file__).resolve().parents[1])
@@ -154,30 +137,11 @@ class ClickHouseEndpoint:
             return None
 
     def _log_tail(self, lines: int = 15) -> str:
-        try:
-            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
+        return log_tail(self.log_file, lines)
 
     @staticmethod
     def _kill(pid: int, timeout: float = 30.0) -> None:
-        try:
-            os.killpg(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        except PermissionError:
-            os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not _pid_is_server(pid):
-                _reap(pid)
-                return
-            time.sleep(0.1)
-        try:
-            os.killpg(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        _reap(pid)
+        stop_group(pid, _pid_is_server, timeout)
 
     def down(self, timeout: float = 30.0) -> StackState:
         """Stop the endpoint (SIGTERM: it closes chDB and releases the directory; SIGKILL after ``timeout``);

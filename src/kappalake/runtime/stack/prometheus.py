@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import time
 import urllib.error
@@ -30,7 +29,8 @@ import yaml
 import kappalake
 from kappalake.errors import StackError
 from kappalake.runtime.paths import HomeLayout
-from kappalake.runtime.stack.broker import StackState, _free_port
+from kappalake.runtime.stack.broker import StackState
+from kappalake.runtime.stack.service import free_port, log_tail, process_runs, read_state, stop_group
 
 JOB_NAME = "kappalake"
 RULES_RELATIVE = Path("deploy") / "prometheus" / "alerts.yml"
@@ -88,18 +88,7 @@ class PrometheusStatus:
 
 def _pid_is_ours(pid: int, config: str) -> bool:
     """``pid`` is a live (not zombie) prometheus started with our config file."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
-        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z" and f"--config.file={config}" in cmdline
+    return process_runs(pid, f"--config.file={config}")
 
 
 def _wait_gone(pid: int, timeout: float = 10.0) -> None:
@@ -141,13 +130,7 @@ class PrometheusServer:
 
     # ------------------------------------------------------------------ inspection
     def _read_state(self) -> PrometheusInfo | None:
-        try:
-            return PrometheusInfo(**json.loads(self.state_file.read_text()))
-        except FileNotFoundError:
-            return None
-        except (ValueError, TypeError) as exc:
-            raise StackError(f"{self.state_file}: unreadable state file ({exc}); remove it and start "
-                             "Prometheus again") from None
+        return read_state(self.state_file, PrometheusInfo, "Prometheus server")
 
     def status(self) -> PrometheusStatus:
         """running / stopped / stale (state file left by a server that is gone)."""
@@ -207,7 +190,7 @@ class PrometheusServer:
         preferred = previous.port if previous else None
         if preferred is None and last_port.is_file():
             preferred = int(last_port.read_text().strip() or 0) or None
-        port = _free_port(preferred)
+        port = free_port(preferred)
         command = [binary, f"--config.file={self.config_file}", f"--web.listen-address=127.0.0.1:{port}",
                    f"--storage.tsdb.path={self.data_dir}"]
         with open(self.log_file, "ab") as log:
@@ -244,29 +227,10 @@ class PrometheusServer:
                          f"of {self.log_file}:\n{self._log_tail()}")
 
     def _log_tail(self, lines: int = 15) -> str:
-        try:
-            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
+        return log_tail(self.log_file, lines)
 
     def _kill(self, pid: int, timeout: float = 30.0) -> None:
-        try:
-            os.killpg(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        except PermissionError:
-            os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not _pid_is_ours(pid, str(self.config_file)):
-                _wait_gone(pid)
-                return
-            time.sleep(0.1)
-        try:
-            os.killpg(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        _wait_gone(pid)
+        stop_group(pid, lambda p: _pid_is_ours(p, str(self.config_file)), timeout, gone=_wait_gone)
 
     def down(self, timeout: float = 30.0) -> StackState:
         """Stop the server (SIGTERM, then SIGKILL after ``timeout``); return the state it was in."""
