@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import replace
 
 import typer
-from rich.table import Table
 
 from kappalake.cli.common import console, global_options
+from kappalake.cli.output import print_table
 from kappalake.io.delta.stream import Trigger
 from kappalake.errors import ConfigError
 from kappalake.io.kafka.offsets import OffsetResolver, parse_offsets, parse_timestamp, resolve_ranges
@@ -68,13 +68,12 @@ def command(
     if starting_offsets is not None or starting_timestamp is not None:
         run_ctx = with_start_position(run_ctx, starting_offsets, starting_timestamp)
     result = run_pipeline(run_ctx, layers, Trigger(available_now=available_now, interval=trigger_interval))
-    table = Table(title=f"{pipeline}: run finished in {result.seconds:.1f}s")
-    for column in ("query", "batches", "input rows", "table"):
-        table.add_column(column)
+    rows = []
     for query, target in query_targets(run_ctx, layers):
         totals = result.totals.get(query)
-        table.add_row(query, str(totals.batches if totals else 0), str(totals.input_rows if totals else 0), target)
-    console.print(table)
+        rows.append({"query": query, "batches": totals.batches if totals else 0,
+                     "input rows": totals.input_rows if totals else 0, "table": target})
+    print_table(rows, title=f"{pipeline}: run finished in {result.seconds:.1f}s")
     for query, lost in result.lost_offsets.items():
         if lost:
             console.print(f"[bold red]{query}: {lost} offsets were no longer in Kafka and were skipped "
