@@ -112,6 +112,21 @@ def assert_clean(output: str) -> None:
     assert not bad, "the stop printed errors or tracebacks:\n" + "\n".join(bad[:20])
 
 
+def watched_sums(text: str) -> list[int]:
+    """``query --watch --format csv`` output: one CSV block (header first) per refresh -> txn_count sum each."""
+    sums: list[int] = []
+    column = None
+    for line in text.splitlines():
+        cells = line.split(",")
+        if "txn_count" in cells:
+            column = cells.index("txn_count")
+            sums.append(0)
+        elif column is not None and len(cells) > column and cells[column].isdigit():
+            sums[-1] += int(cells[column])
+    assert len(sums) >= 2, f"--watch refreshed {len(sums)} time(s):\n{text[-2000:]}"
+    return sums
+
+
 def run_record(cli: Cli, layer: str) -> dict:
     return json.loads((cli.home / "runs" / "payments" / layer / "last-run.json").read_text())
 
@@ -175,9 +190,18 @@ def test_live_gold_is_read_through_the_endpoint_while_it_runs_and_sigint_stops_i
         rows = [json.loads(line) for line in queried.stdout.splitlines()]
         assert rows and sum(row["txn_count"] for row in rows) == before + 20000  # the CLI, a third process
 
+        watch_log = tmp_path / "watch.csv"
+        watcher = cli.start("query", "payments", "card_velocity_1m", "--watch", "--every", "0.5s", "--format", "csv",
+                            "--limit", "1000000", log=watch_log)
+        time.sleep(3)
         cli("produce", "payments", "--events", "20000", "--seed", "22")
         grown = wait_for(before + 40000)
         assert grown[-1] == before + 40000, grown  # windows grow while the job runs, read from outside it
+        time.sleep(2)
+        watcher.send_signal(signal.SIGINT)
+        assert watcher.wait(timeout=30) == 0, watch_log.read_text()[-2000:]
+        sums = watched_sums(watch_log.read_text())
+        assert sums[0] == before + 20000 and sums[-1] == before + 40000, sums  # --watch saw the windows grow
 
         cli("produce", "payments", "--events", "20000", "--seed", "23")
     except BaseException:
