@@ -27,7 +27,7 @@ from kappalake.io.clickhouse.schema import GoldTable, ensure_table
 from kappalake.io.clickhouse.sink import GoldSink
 from kappalake.runtime.paths import HomeLayout
 from kappalake.runtime.stack.clickhouse import ClickHouseEndpoint
-from kappalake.runtime.stack.clickhouse_http import PASSWORD_ENV
+from kappalake.runtime.stack.clickhouse_http import LOG_LEVEL_ENV, PASSWORD_ENV
 from tests.unit.test_clickhouse_sink import BATCH0, SCHEMA, expected, view_rows
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
@@ -39,6 +39,7 @@ def endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClickHouseEnd
     service = ClickHouseEndpoint(HomeLayout(home=home, cache=home / "cache"))
     with pytest.MonkeyPatch.context() as patch:
         patch.delenv(PASSWORD_ENV, raising=False)
+        patch.setenv(LOG_LEVEL_ENV, "DEBUG")  # every request in the log: the compression test reads it
         service.up(timeout=60)
     yield service
     service.down()

@@ -94,22 +94,18 @@ def stop_timeout() -> float:
 
 
 def stop_after_current_batch(queries: Sequence[StreamingQuery], request: StopRequest,
-                             timeout: float | None = None) -> dict[str, bool]:
+                             timeout: float | None = None) -> None:
     """Stop every active query once it is between batches (or at once on a second signal or after
-    ``timeout``). Returns, per query name, whether it was stopped between batches."""
+    ``timeout``)."""
     deadline = time.monotonic() + (stop_timeout() if timeout is None else timeout)
-    clean: dict[str, bool] = {}
     pending = [q for q in queries if q.isActive]
     while pending:
         for query in list(pending):
-            idle = not _trigger_active(query)
-            if idle or request.immediate or time.monotonic() > deadline or not query.isActive:
-                clean[query.name or str(query.id)] = idle or not query.isActive
+            if not _trigger_active(query) or request.immediate or time.monotonic() > deadline:
                 query.stop()
                 pending.remove(query)
         if pending:
             time.sleep(0.05)
-    return clean
 
 
 def _trigger_active(query: StreamingQuery) -> bool:

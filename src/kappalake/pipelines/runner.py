@@ -139,10 +139,11 @@ def _run(ctx: RunContext, layers: Sequence[str], trigger: Trigger, spark: SparkS
         if stop.requested:
             stop_after_current_batch(queries, stop)
     except Exception as exc:
-        # A query interrupted by a stop at once may surface as an exception: that is the stop, not a failure.
-        if not stop.requested or any(q.exception() is not None for q in queries):
-            _close_failed(ctx, layers, queries, run_monitor, monitor, exc)
-            raise _as_kappalake_error(exc, ctx) from exc
+        _close_failed(ctx, layers, queries, run_monitor, monitor, exc)
+        error = _as_kappalake_error(exc, ctx)
+        if error is exc:
+            raise
+        raise error from exc
     finally:
         for query in queries:
             if query.isActive:

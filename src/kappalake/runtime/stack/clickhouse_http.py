@@ -31,6 +31,7 @@ from urllib.parse import parse_qsl, urlsplit
 from kappalake.runtime.stack.chdb_executor import ChdbExecutor, QueryError, Result, as_query_error
 
 PASSWORD_ENV = "KAPPALAKE_CLICKHOUSE_PASSWORD"
+LOG_LEVEL_ENV = "KAPPALAKE_CLICKHOUSE_LOG_LEVEL"  # DEBUG logs every request; default INFO: start, stop, errors
 USER = "default"
 DISPLAY_NAME = "kappalake-chdb"
 log = logging.getLogger("kappalake.clickhouse_http")
@@ -153,8 +154,10 @@ class Handler(BaseHTTPRequestHandler):
             message = f"{error.message} (version {self.server.executor.version})\n"
             self._send(status, message.encode(), {"Content-Type": "text/plain; charset=UTF-8",
                                                   "X-ClickHouse-Exception-Code": str(error.code)}, query_id)
-        log.info("%s %s %d %.0fms%s %s", self.command, query_id, status, (time.monotonic() - started) * 1000,
-                 f" ({encoding})" if encoding else "", text[:80].decode(errors="replace").replace("\n", " "))
+        # Errors always; every request only at debug (a 1-second trigger makes several requests a second).
+        log.log(logging.WARNING if status >= 400 else logging.DEBUG, "%s %s %d %.0fms%s %s", self.command,
+                query_id, status, (time.monotonic() - started) * 1000, f" ({encoding})" if encoding else "",
+                text[:80].decode(errors="replace").replace("\n", " "))
 
     def _execute(self, text: bytes, args: dict[str, str]) -> Result:
         executor = self.server.executor
@@ -232,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--host", default="127.0.0.1")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
+    logging.basicConfig(level=os.environ.get(LOG_LEVEL_ENV, "INFO").upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(message)s")
     serve(os.path.abspath(args.path), args.host, args.port, os.environ.get(PASSWORD_ENV, ""))
     return 0
 
