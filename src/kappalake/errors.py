@@ -47,3 +47,10 @@ class SchemaConflict(KappalakeError):
     """A table kappalake owns exists with a layout the configuration cannot be migrated to."""
 
     exit_code = 7
+
+
+class MaintenanceRefused(KappalakeError):
+    """Maintenance that would be unsafe now: another maintenance run holds the pipeline, or a retention is
+    shorter than the pipeline's safety margin."""
+
+    exit_code = 8

@@ -13,7 +13,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,45 +24,16 @@ from deltalake import DeltaTable
 from kappalake.runtime.paths import HomeLayout
 from kappalake.io.kafka.admin import end_offsets
 from kappalake.runtime.stack import ClickHouseEndpoint, LocalStack
+from tests.integration.cli_runner import Cli, stack_cli
 
-REPO = Path(__file__).resolve().parents[2]
 VIEW_TABLE = "payments_card_velocity_1m"
 FORBIDDEN = ("Traceback", "py4j", "Py4J", "ERROR", "Exception in thread")
 
 
-class Cli:
-    """``kappalake`` commands in child processes on one data dir."""
-
-    def __init__(self, home: Path, cache: Path, cwd: Path) -> None:
-        self.home, self.cwd = home, cwd
-        self.env = {**os.environ, "KAPPALAKE_PII_KEY": "live-ops-key", "KAPPALAKE_HOME": str(home),
-                    "KAPPALAKE_CACHE": str(cache), "KAPPALAKE_CONF": str(REPO / "conf"), "COLUMNS": "200",
-                    "KAPPALAKE_STOP_TIMEOUT": "120"}
-
-    def __call__(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run([sys.executable, "-m", "kappalake.cli.app", *args], capture_output=True, text=True,
-                              env=self.env, cwd=self.cwd, timeout=timeout)
-        if check:
-            assert done.returncode == 0, f"{args}: exit {done.returncode}\n{done.stdout}\n{done.stderr}"
-        return done
-
-    def start(self, *args: str, log: Path) -> subprocess.Popen[str]:
-        """A long-running command (its own session, so a stray signal reaches it alone)."""
-        out = log.open("w")
-        return subprocess.Popen([sys.executable, "-m", "kappalake.cli.app", *args], stdout=out,
-                                stderr=subprocess.STDOUT, text=True, env=self.env, cwd=self.cwd,
-                                start_new_session=True)
-
-
 @pytest.fixture(scope="module")
 def cli(tmp_path_factory: pytest.TempPathFactory, test_home: HomeLayout) -> Iterator[Cli]:
-    root = tmp_path_factory.mktemp("live-ops")
-    runner = Cli(root / "home", test_home.cache, root)
-    runner("stack", "up")
-    try:
+    with stack_cli(tmp_path_factory.mktemp("live-ops"), test_home.cache) as runner:
         yield runner
-    finally:
-        runner("stack", "down", check=False)
 
 
 def checkpoint(cli: Cli, layer: str) -> Path:

@@ -93,7 +93,9 @@ def test_live_run_metrics_match_known_volumes(spark, make_context, topic_name, c
 
     record = read_run_record(ctx.runs_dir, "silver") or {}
     assert set(record["live"]["lag"]) == {f"{topic_name}/{p}" for p in range(3)}
+    assert record["live"]["state_rows"] > 0 and record["live"]["state_bytes"] > 0  # silver's event-id dedupe
     status = subprocess.run([sys.executable, "-m", "kappalake.cli.app", "status", "payments"], capture_output=True,
                             text=True, env={**os.environ, "COLUMNS": "200"}, timeout=120)
     assert status.returncode == 0, status.stderr
     assert "live (last batch of each layer)" in status.stdout and "p95 latency" in status.stdout
+    assert "state rows" in status.stdout and "state size" in status.stdout

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-COMMANDS = ("setup", "stack", "produce", "run", "backfill", "query", "status", "dlq")
+COMMANDS = ("setup", "stack", "produce", "run", "backfill", "query", "status", "dlq", "maintain")
 
 
 def kappalake(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

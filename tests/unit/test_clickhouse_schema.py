@@ -78,7 +78,7 @@ def test_a_spark_type_without_mapping_is_a_schema_conflict() -> None:
     assert clickhouse_type(T.TimestampNTZType(), nullable=True) == f"Nullable({UTC64})"
 
 
-def test_a_new_table_is_a_replacing_merge_tree_ordered_by_keys_and_window_start(clickhouse) -> None:
+def test_a_new_table_is_a_replacing_merge_tree_by_day_ordered_by_hour_keys_and_window_start(clickhouse) -> None:
     name = unique()
     table = GoldTable.from_schema(name, view_schema(N, TOTAL, keys=("card", "country")), ("card", "country"))
 
@@ -90,11 +90,17 @@ def test_a_new_table_is_a_replacing_merge_tree_ordered_by_keys_and_window_start(
     assert engine == "ReplacingMergeTree"
     assert engine_full.startswith("ReplacingMergeTree(version)")
     assert f"non_replicated_deduplication_window = {DEDUP_WINDOW}" in engine_full
-    assert sorting_key == "card, country, window_start"
-    assert partition_key == "toYYYYMM(window_start)"
+    assert sorting_key == "toStartOfHour(window_start), card, country, window_start"
+    assert partition_key == "toDate(window_start)"
+    assert " TTL " not in engine_full
     assert columns(clickhouse, name) == {
         "card": "String", "country": "String", "window_start": UTC64, "window_end": UTC64, "n": "Int64",
         "total": "Nullable(Decimal(22, 2))", "version": "UInt64", "updated_at": "DateTime64(3, 'UTC')"}
+
+
+def engine_full(clickhouse, name: str) -> str:
+    return str(clickhouse.rows("SELECT engine_full FROM system.tables WHERE database = currentDatabase() "
+                               "AND name = {t:String}", {"t": name})[0][0])
 
 
 def test_ensure_table_is_idempotent(clickhouse) -> None:
@@ -104,6 +110,50 @@ def test_ensure_table_is_idempotent(clickhouse) -> None:
 
     assert ensure_table(clickhouse, table) == []
     assert columns(clickhouse, table.name) == before
+
+
+def test_a_ttl_is_created_changed_and_removed_with_the_view_setting(clickhouse) -> None:
+    name = unique()
+    ensure_table(clickhouse, GoldTable.from_schema(name, view_schema(N), ("card",), ttl_seconds=86400))
+    assert "TTL toDateTime(window_start) + toIntervalSecond(86400)" in engine_full(clickhouse, name)
+
+    statements = ensure_table(clickhouse, GoldTable.from_schema(name, view_schema(N), ("card",), ttl_seconds=3600))
+    assert statements == [f"ALTER TABLE `{name}` MODIFY TTL toDateTime(window_start) + toIntervalSecond(3600)"]
+    assert "toIntervalSecond(3600)" in engine_full(clickhouse, name)
+    assert ensure_table(clickhouse, GoldTable.from_schema(name, view_schema(N), ("card",), ttl_seconds=3600)) == []
+
+    assert ensure_table(clickhouse, GoldTable.from_schema(name, view_schema(N), ("card",))) == [
+        f"ALTER TABLE `{name}` REMOVE TTL"]
+    assert " TTL " not in engine_full(clickhouse, name)
+
+
+def test_a_read_of_the_last_minutes_skips_the_older_hours(clickhouse) -> None:
+    name = unique()
+    ensure_table(clickhouse, GoldTable.from_schema(name, view_schema(N), ("card",)))
+    clickhouse.command(  # 48 hours x 2,000 cards of one-minute windows, then one recent window
+        f"INSERT INTO `{name}` (card, window_start, window_end, n, version, updated_at) "
+        "SELECT toString(number % 2000), toDateTime64('2026-01-01 00:00:00', 6, 'UTC') + intDiv(number, 2000) * 60, "
+        "toDateTime64('2026-01-01 00:01:00', 6, 'UTC') + intDiv(number, 2000) * 60, 1, 1, now64(3) "
+        "FROM numbers(5760000)")
+    recent = "window_start >= toDateTime64('2026-01-02 23:45:00', 6, 'UTC')"
+
+    read = clickhouse.rows(f"SELECT count() FROM `{name}` FINAL WHERE {recent} SETTINGS max_rows_to_read = 400000")
+
+    assert read == [(15 * 2000,)]  # TOO_MANY_ROWS if it read more than ~3 of the 48 hours
+    one_key = clickhouse.rows(f"SELECT count() FROM `{name}` WHERE card = '7' AND {recent} "
+                              "SETTINGS max_rows_to_read = 40000")  # a few granules
+    assert one_key == [(15,)]
+
+
+def test_a_table_of_the_month_partitioned_layout_keeps_working_with_a_warning(clickhouse, caplog) -> None:
+    name = unique()
+    table = GoldTable.from_schema(name, view_schema(N), ("card",))
+    clickhouse.command(table.ddl().replace("PARTITION BY toDate(window_start)", "PARTITION BY toYYYYMM(window_start)")
+                       .replace(table.order_by, table.legacy_order_by))
+
+    with caplog.at_level("WARNING"):
+        assert ensure_table(clickhouse, table) == []
+    assert "RENAME/EXCHANGE" in caplog.text and name in caplog.text
 
 
 # --------------------------------------------------------------------------- migration

@@ -225,3 +225,17 @@ def test_each_batch_row_carries_its_own_latency_though_a_no_data_batch_ran_befor
     assert batch_metrics.latency(name, 1)["p95"] == 6.0
     batch_metrics.reset(name)  # a new run forgets them
     assert batch_metrics.latency(name, 1) == {}
+
+
+def test_state_figures_add_memory_and_rocksdb_files_over_the_operators() -> None:
+    from kappalake.ops.monitor import live_status, state_figures
+
+    progress = {"stateOperators": [
+        {"numRowsTotal": 1200, "memoryUsedBytes": 4096, "customMetrics": {"rocksdbTotalSstFilesSize": 10000}},
+        {"numRowsTotal": 30, "memoryUsedBytes": 100, "customMetrics": {}},
+    ]}
+
+    assert state_figures(progress) == {"state_rows": 1230, "state_bytes": 4096 + 10000 + 100}
+    assert state_figures({}) == {"state_rows": 0, "state_bytes": 0}  # a stateless query (bronze)
+    status = live_status({**progress, "sources": []}, {}, {})
+    assert (status["state_rows"], status["state_bytes"]) == (1230, 14196)

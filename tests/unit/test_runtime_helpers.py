@@ -349,6 +349,12 @@ COMMON = {
     "spark.sql.session.timeZone": "UTC",
     "spark.databricks.delta.schema.autoMerge.enabled": "false",
     "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
+    # bounded driver status store for jobs that run ~86,400 micro-batches a day
+    "spark.sql.ui.retainedExecutions": "100",
+    "spark.ui.retainedJobs": "200",
+    "spark.ui.retainedStages": "200",
+    "spark.ui.retainedTasks": "10000",
+    "spark.sql.streaming.ui.retainedQueries": "20",
 }
 LOCAL_ONLY = ("spark.ui.enabled", "spark.ui.showConsoleProgress", "spark.driver.extraJavaOptions",
               "spark.sql.warehouse.dir")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from datetime import datetime, timezone
@@ -15,7 +14,7 @@ from kappalake import versions
 from kappalake.cli.common import console, global_options
 from kappalake.cli.output import plain, rich_table
 from kappalake.config.loader import load_project
-from kappalake.ops.runinfo import read_run_record
+from kappalake.ops.runinfo import is_running, read_run_record
 from kappalake.ops.tables import delta_table_stats
 from kappalake.pipelines.runner import LAYERS
 from kappalake.runtime.context import RunContext
@@ -29,20 +28,10 @@ def _when(epoch: float | None) -> str:
     return datetime.fromtimestamp(epoch, timezone.utc).strftime("%H:%M:%S")
 
 
-def _alive(pid: object) -> bool:
-    if not isinstance(pid, int):
-        return False
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    return True
-
-
 def _state(record: dict) -> str:
     if not record:
         return "never run"
-    if record.get("finished_at") is None and _alive(record.get("pid")):
+    if is_running(record):
         return "running"
     if record.get("error"):
         return "failed"
@@ -62,7 +51,19 @@ def _live_columns(record: dict) -> list[str]:
         " ".join(f"{k.rsplit('/', 1)[1]}:{v}" for k, v in sorted(lag.items())) or "-",
         _watermark(live.get("watermark")),
         f"{latency:,.1f}s" if isinstance(latency, (int, float)) else "-",
+        f"{live['state_rows']:,}" if isinstance(live.get("state_rows"), int) else "-",
+        _size(live.get("state_bytes")),
     ]
+
+
+def _size(value: object) -> str:
+    if not isinstance(value, int):
+        return "-"
+    for unit in ("B", "KiB", "MiB"):
+        if value < 1024:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024  # type: ignore[assignment]
+    return f"{value:.1f} GiB"
 
 
 def _watermark(value: object) -> str:
@@ -138,7 +139,8 @@ def render(ctx: typer.Context, pipeline: str | None) -> Group:
                            "batches": str(record.get("batches", "-")), "rows in": str(record.get("input_rows", "-")),
                            "table rows": str(stats.rows) if stats else "-"})
             live.append(dict(zip(("layer", "last batch (UTC)", "rows/s", "lag partition:offsets", "watermark",
-                                  "p95 latency"), [f"{name}.{layer}", *_live_columns(record)], strict=True)))
+                                  "p95 latency", "state rows", "state size"), [f"{name}.{layer}", *_live_columns(record)],
+                                 strict=True)))
             if record.get("lost_offsets"):
                 errors.append(f"{name}.{layer} last run skipped {record['lost_offsets']} offsets no longer in Kafka")
             if record.get("error"):

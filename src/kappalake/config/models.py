@@ -246,6 +246,8 @@ class MetricConfig(StrictModel):
 
 class ClickHouseTarget(StrictModel):
     table: Identifier
+    ttl: Duration | None = Field(
+        default=None, description="Drop windows (and their merge states) this long after window_start; none: keep.")
 
 
 _RESERVED_GOLD_COLUMNS = {"window_start", "window_end", "version", "updated_at", "_deleted"}
@@ -297,6 +299,43 @@ class GoldConfig(StrictModel):
     views: dict[Identifier, GoldViewConfig] = Field(default_factory=dict)
 
 
+# --------------------------------------------------------------------------- maintenance
+
+class ClickHouseMaintenance(StrictModel):
+    """How ``kappalake maintain`` keeps a gold table's data parts in check."""
+
+    max_parts: int = Field(default=50, ge=2, description="Active parts per partition above which a merge is "
+                                                        "asked for (OPTIMIZE without FINAL).")
+    final_closed_partitions: bool = Field(
+        default=True, description="Merge each closed day (no more on-time windows) into one part (OPTIMIZE FINAL), "
+                                  "so FINAL reads of it do no merge work.")
+
+
+class MaintenanceConfig(StrictModel):
+    """Table maintenance for long-running jobs (``kappalake maintain``)."""
+
+    compact_below_mb: int = Field(default=32, ge=1, description="Delta files smaller than this are compacted.")
+    compact_min_files: int = Field(default=8, ge=2, description="A table (partition) with fewer small files is "
+                                                               "left alone.")
+    vacuum_retention: Duration = Field(default="7 days", validate_default=True, description="VACUUM removes files unreferenced this long.")
+    min_vacuum_retention: Duration = Field(
+        default="1 day", validate_default=True, description="Safety margin: a vacuum_retention below it is refused. It must exceed the "
+                                     "longest a reader of the table (a lagging stream, a query, a backfill) may run "
+                                     "on an older version, and the longest micro-batch (VACUUM also deletes files "
+                                     "a running batch wrote and has not committed yet).")
+    log_retention: Duration = Field(default="7 days", validate_default=True, description="delta.logRetentionDuration of new tables: commit "
+                                                                 "files and time travel older than this go.")
+    clickhouse: ClickHouseMaintenance = Field(default_factory=ClickHouseMaintenance)
+
+    @model_validator(mode="after")
+    def _check_retention(self) -> MaintenanceConfig:
+        if parse_seconds(self.vacuum_retention) < parse_seconds(self.min_vacuum_retention):
+            raise ValueError(f"vacuum_retention ({self.vacuum_retention}) is shorter than min_vacuum_retention "
+                             f"({self.min_vacuum_retention}), the safety margin: a VACUUM that short could delete "
+                             "files a lagging stream or a running query still reads")
+        return self
+
+
 # --------------------------------------------------------------------------- pipeline
 
 #: Columns silver adds after the declared fields (expectations may check them too).
@@ -324,6 +363,7 @@ class PipelineConfig(StrictModel):
     silver: SilverConfig = Field(default_factory=SilverConfig)
     dead_letter: DeadLetterConfig = Field(default_factory=DeadLetterConfig)
     gold: GoldConfig = Field(default_factory=GoldConfig)
+    maintenance: MaintenanceConfig = Field(default_factory=MaintenanceConfig)
 
     def view_time(self, view: GoldViewConfig) -> str:
         """The event-time field a gold view windows on."""

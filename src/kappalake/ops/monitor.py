@@ -137,4 +137,14 @@ def live_status(progress: dict[str, Any], latency: dict[str, Any], counts: dict[
         "lag": lag, "watermark": (progress.get("eventTime") or {}).get("watermark"),
         "latency_p95_s": latency.get("p95"), "dead_letter_rows": counts.get("dead_letter_rows", 0),
         "late_rows": counts.get("late_rows", 0),
+        **state_figures(progress),
     }
+
+
+def state_figures(progress: dict[str, Any]) -> dict[str, int]:
+    """Rows and bytes the query's state stores hold: memory, plus RocksDB's files on local disk."""
+    operators = progress.get("stateOperators") or []
+    disk = sum(int((op.get("customMetrics") or {}).get("rocksdbTotalSstFilesSize")
+                   or (op.get("customMetrics") or {}).get("rocksdbSstFileSize") or 0) for op in operators)
+    return {"state_rows": sum(int(op.get("numRowsTotal") or 0) for op in operators),
+            "state_bytes": sum(int(op.get("memoryUsedBytes") or 0) for op in operators) + disk}

@@ -29,3 +29,37 @@ def read_run_record(runs_dir: Path, layer: str) -> dict[str, Any] | None:
         return json.loads(path.read_text())
     except (FileNotFoundError, ValueError):
         return None
+
+
+def process_alive(pid: object) -> bool:
+    """True if ``pid`` is a running process of this machine."""
+    import os
+
+    if not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
+
+
+def is_running(record: dict[str, Any] | None) -> bool:
+    """True while the run of ``record`` is open and its process alive."""
+    return bool(record) and record.get("finished_at") is None and process_alive(record.get("pid"))
+
+
+def running_writers(runs_dir: Path, layers: tuple[str, ...]) -> dict[str, int]:
+    """The layers (and ``backfill:<name>`` runs) of a pipeline's ``runs_dir`` whose job is running: their pids."""
+    found = {}
+    for layer in layers:
+        record = read_run_record(runs_dir, layer)
+        if is_running(record):
+            found[layer] = int(record["pid"])  # type: ignore[index]
+    backfills = runs_dir / "_backfills"
+    for run in sorted(backfills.iterdir()) if backfills.is_dir() else []:
+        for layer in layers:
+            record = read_run_record(run, layer)
+            if is_running(record):
+                found[f"backfill:{run.name}"] = int(record["pid"])  # type: ignore[index]
+    return found

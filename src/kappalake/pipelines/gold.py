@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 from pyspark.sql import Column
 from pyspark.sql import functions as F
 
+from kappalake.config.durations import parse_seconds
 from kappalake.config.models import GoldViewConfig
 from kappalake.errors import ConfigError
 from kappalake.io.checkpoint_marks import EventTimeHighWater, run_generation
@@ -138,8 +139,9 @@ def gold_tables(events: DataFrame, ctx: RunContext, view: GoldViewConfig) -> tup
     result = view_result(events, ctx, view)
     keys = tuple(view.group_by)
     sessions = view.window.kind == "session"
-    public = GoldTable.from_schema(view.clickhouse.table, result.schema, keys, deletes=sessions)
-    state = GoldTable.state_of(view.clickhouse.table, view_partials(events, ctx, view).schema, keys)
+    ttl = int(parse_seconds(view.clickhouse.ttl)) if view.clickhouse.ttl else None
+    public = GoldTable.from_schema(view.clickhouse.table, result.schema, keys, deletes=sessions, ttl_seconds=ttl)
+    state = GoldTable.state_of(view.clickhouse.table, view_partials(events, ctx, view).schema, keys, ttl_seconds=ttl)
     return public, state, result
 
 

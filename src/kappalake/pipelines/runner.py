@@ -22,6 +22,8 @@ from kappalake.ops.progress import ProgressTracker, QueryTotals
 from kappalake.ops.runinfo import write_run_record
 from kappalake.ops.stop_signals import JobStopped, StopRequest, stop_after_current_batch
 from kappalake.runtime.context import RunContext
+from kappalake.config.durations import parse_seconds
+from kappalake.ops.maintenance.delta_tables import LOG_RETENTION_DEFAULT, interval
 from kappalake.runtime.spark import build_spark, require_connectors
 
 if TYPE_CHECKING:
@@ -113,6 +115,8 @@ def _run(ctx: RunContext, layers: Sequence[str], trigger: Trigger, spark: SparkS
     spark = spark or build_spark(ctx.target, app_name=f"kappalake-{ctx.pipeline.name}")
     stop.arm()
     versions = require_connectors(spark)
+    # Tables this run creates get the pipeline's log retention (kappalake maintain sets it on older ones).
+    spark.conf.set(LOG_RETENTION_DEFAULT, interval(int(parse_seconds(ctx.pipeline.maintenance.log_retention))))
     if ctx.start_offsets is not None and not ctx.replay:
         refuse_start_position_on_checkpoint(spark, ctx, layers)
     run_monitor = RunMonitor(ctx)

@@ -45,6 +45,14 @@ def session_conf(target: TargetConfig, layout: HomeLayout, cores: int | None = N
         # Parquet INT64 microseconds, not Spark's legacy INT96 (a Julian-day rebase per value): cheaper to write
         # and the type every other Parquet reader (delta-rs, ClickHouse) expects.
         "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
+        # A 1-second trigger runs ~86,400 micro-batches a day, each a few SQL executions, jobs and stages: the
+        # driver's status store keeps the last N of each (defaults 1,000 and 100,000 tasks), so its heap
+        # stops growing within minutes instead of hours.
+        "spark.sql.ui.retainedExecutions": "100",
+        "spark.ui.retainedJobs": "200",
+        "spark.ui.retainedStages": "200",
+        "spark.ui.retainedTasks": "10000",
+        "spark.sql.streaming.ui.retainedQueries": "20",
     }
     if target.spark.jars == "resolve":
         log4j = Path(str(resources.files("kappalake.runtime") / "resources" / "log4j2.properties"))
