@@ -36,17 +36,22 @@ def build_parser(layer: str) -> argparse.ArgumentParser:
 def build_argv(layer: str, argv: Sequence[str]) -> list[str]:
     """Translate job parameters into the equivalent ``kappalake run`` command line."""
     args = build_parser(layer).parse_args(list(argv))
-    command = ["kappalake"]
-    if args.target:
-        command += ["--target", args.target]
-    if args.conf:
-        command += ["--conf", args.conf]
-    command += ["run", args.pipeline, "--layer", layer]
-    if args.trigger:
-        command += ["--trigger", args.trigger]
-    if args.available_now:
-        command.append("--available-now")
-    return command
+    return cli_argv(args, ["run", args.pipeline, "--layer", layer], options=("trigger",), flags=("available_now",))
+
+
+def cli_argv(args: argparse.Namespace, command: Sequence[str], options: Sequence[str] = (),
+             flags: Sequence[str] = ()) -> list[str]:
+    """``kappalake [--target T] [--conf DIR] <command> [--<option> value]... [--<flag>]...`` from parsed job
+    parameters; blank values (a parameterised job's unused ones) are left out."""
+    argv = ["kappalake"]
+    for option in ("target", "conf"):
+        if getattr(args, option, None):
+            argv += [f"--{option}", getattr(args, option)]
+    argv += list(command)
+    for option in options:
+        if getattr(args, option):
+            argv += [f"--{option.replace('_', '-')}", getattr(args, option)]
+    return argv + [f"--{flag.replace('_', '-')}" for flag in flags if getattr(args, flag)]
 
 
 def run(layer: str, argv: Sequence[str] | None = None) -> None:

@@ -9,8 +9,15 @@ are ignored, so a parameterised job can leave unused ones blank.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
+
+# Make jobs/_entry.py importable even when the scheduler exec()s this file without its folder on sys.path
+# (Databricks: no __file__ then, but the working directory is the script's folder on DBR 14+).
+sys.path.insert(0, os.path.dirname(os.path.abspath(globals().get("__file__", "_entry.py"))))
+
+import _entry  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,19 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
 def build_argv(argv: Sequence[str]) -> list[str]:
     """Translate job parameters into the equivalent ``kappalake backfill`` command line."""
     args = build_parser().parse_args(list(argv))
-    command = ["kappalake"]
-    if args.target:
-        command += ["--target", args.target]
-    if args.conf:
-        command += ["--conf", args.conf]
-    command += ["backfill", args.pipeline, "--layer", args.layer]
-    for option in ("from_timestamp", "from_offsets", "to_timestamp", "to_offsets", "name", "max_offsets_per_trigger"):
-        if getattr(args, option):
-            command += [f"--{option.replace('_', '-')}", getattr(args, option)]
-    for flag in ("from_earliest", "dry_run"):
-        if getattr(args, flag):
-            command.append(f"--{flag.replace('_', '-')}")
-    return command
+    return _entry.cli_argv(args, ["backfill", args.pipeline, "--layer", args.layer],
+                           options=("from_timestamp", "from_offsets", "to_timestamp", "to_offsets", "name",
+                                    "max_offsets_per_trigger"), flags=("from_earliest", "dry_run"))
 
 
 if __name__ == "__main__":

@@ -3,8 +3,8 @@
 Structural checks only: the ``databricks`` CLI (``databricks bundle validate``) is not installed here and
 its bundle JSON schema is not available offline, so these tests parse the YAML with PyYAML and check
 what the bundle must get right for kappalake: canonical layout and targets, one continuous job per
-reference pipeline and layer, entry points that exist and accept the job parameters, runtimes that run
-the default Spark line (and a known runtime for every supported line), secrets only as ``{{secrets/...}}`` references, and job environments that load
+reference pipeline and layer, one scheduled maintenance job per reference pipeline, entry points that
+exist and accept the job parameters, runtimes that run the default Spark line (and a known runtime for every supported line), secrets only as ``{{secrets/...}}`` references, and job environments that load
 the ``databricks`` target. Fast: no workspace, no Spark, no broker.
 """
 
@@ -22,14 +22,20 @@ from typing import Any
 
 import pytest
 import yaml
+from typer.testing import CliRunner
 
 from kappalake import versions
+from kappalake.cli.app import app
 from kappalake.config.loader import load_pipeline, load_target, pipeline_files
+from kappalake.errors import ConfigError
+from tests.unit.job_files import load_job
 
 REPO = Path(__file__).resolve().parents[2]
 CONF = REPO / "conf"
 LAYERS = ("bronze", "silver", "gold")
 REFERENCE_PIPELINES = ("payments", "iot")
+MAINTENANCE_CRON = "0 0/30 * * * ?"  # quartz: every 30 minutes
+JOB_PARAMETER = re.compile(r"\{\{job\.parameters\.(\w+)\}\}")
 
 #: Databricks Runtime -> (Apache Spark version, Scala binary) it ships (runtime release notes; Databricks
 #: ships its own Delta Lake build of the same Spark line).
@@ -122,12 +128,25 @@ def _tasks(continuous: bool = True) -> list[Task]:
     return found
 
 
+def _maintenance_tasks() -> list[Task]:
+    """The tasks of the scheduled maintenance jobs (jobs/maintain.py)."""
+    return [t for t in _tasks(continuous=False) if t.layer == "maintain"]
+
+
 def _load_entry() -> ModuleType:
     spec = importlib.util.spec_from_file_location("kappalake_job_entry", REPO / "jobs" / "_entry.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+
+
+def _substitute(params: list[Any], values: dict[str, str], target: str = "prod") -> list[str]:
+    """The task parameters of a run with job parameter ``values``, bundle variables resolved for ``target``."""
+    concrete = [JOB_PARAMETER.sub(lambda m: values[m.group(1)], str(v)) for v in params]
+    return [_resolve(v, target) for v in concrete]
 
 
 def _parse(parser: argparse.ArgumentParser, params: list[str]) -> argparse.Namespace:
@@ -209,7 +228,7 @@ def test_tasks_run_existing_entry_points_with_accepted_parameters() -> None:
 @pytest.mark.parametrize("target", ["dev", "prod"])
 def test_clusters_run_the_default_spark_line(target: str) -> None:
     default = versions.default_line()
-    for t in _tasks():
+    for t in _tasks() + _maintenance_tasks():
         runtime = _resolve(str(t.cluster["spark_version"]), target)
         assert runtime in DBR_VERSIONS, f"{t.job_key}: runtime {runtime!r} not in the known table {list(DBR_VERSIONS)}"
         assert runtime == default.databricks_runtime, \
@@ -238,7 +257,7 @@ def test_secrets_are_only_secret_scope_references() -> None:
             leaf = path.rsplit(".", 1)[-1]
             if SECRETISH.search(leaf) and not path.startswith("variables."):
                 assert SECRET_REF.fullmatch(text), f"{where}: a secret must be a secret-scope reference"
-    for t in _tasks():
+    for t in _tasks() + _maintenance_tasks():
         env = t.cluster.get("spark_env_vars", {})
         for key in ("KAFKA_SASL_JAAS_CONFIG", "CLICKHOUSE_DSN"):
             assert SECRET_REF.fullmatch(env.get(key, "")), f"{t.job_key}: {key} must come from the secret scope"
@@ -247,7 +266,7 @@ def test_secrets_are_only_secret_scope_references() -> None:
 
 def test_job_environment_loads_the_databricks_target_and_pipeline() -> None:
     """What the cluster exports is enough to load the target and pipeline (all required ${VAR} set)."""
-    for t in _tasks():
+    for t in _tasks() + _maintenance_tasks():
         env = {k: SECRET_REF.sub("value-from-secret-scope", _resolve(str(v), "prod"))
                for k, v in t.cluster.get("spark_env_vars", {}).items()}
         target = load_target(CONF, "databricks", env=env)
@@ -265,7 +284,7 @@ def test_job_environment_loads_the_databricks_target_and_pipeline() -> None:
 def test_backfill_job_maps_its_parameters_onto_the_backfill_entry_point() -> None:
     """The parameterised backfill job: every {{job.parameters.x}} is declared, and with the defaults (and
     with a timestamp) the entry point turns the parameters into an accepted ``kappalake backfill`` line."""
-    tasks = _tasks(continuous=False)
+    tasks = [t for t in _tasks(continuous=False) if t.layer != "maintain"]
     assert [t.job_key for t in tasks] == ["kappalake_backfill"]
     task = tasks[0]
     assert task.task["spark_python_task"]["python_file"] == "../jobs/backfill.py"
@@ -283,3 +302,55 @@ def test_backfill_job_maps_its_parameters_onto_the_backfill_entry_point() -> Non
     assert argv[argv.index("backfill"):][:4] == ["backfill", "payments", "--layer", "gold"]
     assert "--from-timestamp" in argv and "--to-offsets" not in argv  # blank parameters are dropped
     assert "KAPPALAKE_PII_KEY" in task.cluster["spark_env_vars"]
+
+
+def test_one_scheduled_maintenance_job_per_reference_pipeline() -> None:
+    """Every 30 minutes (UTC), paused like the streaming jobs in dev, one run at a time, on a small cluster."""
+    tasks = _maintenance_tasks()
+    assert sorted(t.parameter("--pipeline") for t in tasks) == sorted(REFERENCE_PIPELINES)
+    for t in tasks:
+        assert t.resource.name == "maintain.job.yml"
+        assert t.job_key == f"{t.parameter('--pipeline')}_maintain"
+        assert t.job["name"] == f"kappalake-{t.parameter('--pipeline')}-maintain"
+        assert "continuous" not in t.job and "trigger" not in t.job, f"{t.job_key}: scheduled, not continuous"
+        schedule = t.job["schedule"]
+        assert schedule["quartz_cron_expression"] == MAINTENANCE_CRON and schedule["timezone_id"] == "UTC"
+        assert schedule["pause_status"] == "${var.pause_status}"
+        assert t.job["max_concurrent_runs"] == 1, f"{t.job_key}: a second concurrent maintenance run is refused"
+        assert len(t.job["tasks"]) == 1
+        assert t.cluster["num_workers"] == 1
+        assert t.cluster.get("spark_env_vars", {}).get("KAPPALAKE_HOME"), "run records and the maintenance lock"
+    assert _resolve("${var.pause_status}", "dev") == "PAUSED"
+    assert _resolve("${var.pause_status}", "prod") == "UNPAUSED"
+
+
+def test_maintenance_jobs_map_their_parameters_onto_the_maintain_entry_point(tmp_path: Path) -> None:
+    """Every {{job.parameters.x}} is declared; with the (blank) defaults the entry point runs
+    ``kappalake maintain <pipeline>`` with the pipeline's own settings, with values it passes them on, and
+    the kappalake CLI accepts the result."""
+    job = load_job("maintain")
+    wheel_dir = (REPO / next(iter(_bundle()["artifacts"].values())).get("path", ".") / "dist").resolve()
+    for t in _maintenance_tasks():
+        python_file = (t.resource.parent / t.task["spark_python_task"]["python_file"]).resolve()
+        assert python_file == REPO / "jobs" / "maintain.py" and python_file.is_file(), python_file
+        wheels = [lib["whl"] for lib in t.task.get("libraries", []) if "whl" in lib]
+        assert wheels and all((t.resource.parent / w).resolve().parent == wheel_dir for w in wheels), wheels
+        declared = {p["name"]: p["default"] for p in t.job.get("parameters", [])}
+        params = t.task["spark_python_task"]["parameters"]
+        used = {m for value in params for m in JOB_PARAMETER.findall(str(value))}
+        assert used == set(declared), f"{t.job_key}: declared {sorted(declared)}, used {sorted(used)}"
+        assert all(default == "" for default in declared.values()), "a scheduled run uses the pipeline's settings"
+        pipeline = t.parameter("--pipeline")
+        assert pipeline in pipeline_files(CONF)
+        argv = job.build_argv(_substitute(params, declared))
+        assert argv == ["kappalake", "--target", "databricks", "--conf", "${workspace.file_path}/conf",
+                        "maintain", pipeline]
+        values = {**declared, "vacuum_retention": "14 days", "only": "delta"}
+        argv = job.build_argv(_substitute(params, values))
+        assert argv[argv.index("maintain"):] == ["maintain", pipeline, "--vacuum-retention", "14 days",
+                                                 "--only", "delta"]
+        # the CLI parses every option; the run stops at loading the (empty) config folder
+        argv[argv.index("--conf") + 1] = str(tmp_path)
+        result = CliRunner().invoke(app, argv[1:])
+        assert isinstance(result.exception, ConfigError), result.output
+        assert "kappalake.yml" in str(result.exception)

@@ -1,8 +1,8 @@
 """Spark-on-Kubernetes deployment (``deploy/k8s``) is coherent with the code and the pinned versions.
 
-Parses the kustomization, the SparkApplication manifests (Kubeflow Spark operator, v1beta2) and the
-Dockerfile: API version and kind, ``spark.jars.packages`` equal to the default line's pins in
-``kappalake.versions`` plus the hadoop-aws of that Spark's Hadoop, the ``spark-<line>`` components of the
+Parses the kustomization, the SparkApplication manifests and the maintenance ScheduledSparkApplication
+(Kubeflow Spark operator, v1beta2) and the Dockerfile: API version and kind, ``spark.jars.packages``
+equal to the default line's pins in ``kappalake.versions`` plus the hadoop-aws of that Spark's Hadoop, the ``spark-<line>`` components of the
 other lines, entry points and arguments the image really contains and accepts, secrets only through
 ``secretKeyRef``, and an environment that loads the ``k8s`` target with its storage (tables and
 checkpoints) on ``s3a://``. Fast: no cluster, no Spark, no broker (``kubectl kustomize`` renders the
@@ -28,12 +28,15 @@ from kappalake import versions
 from kappalake.config.loader import load_pipeline, load_target, pipeline_files
 from kappalake.runtime.context import RunContext
 from kappalake.runtime.paths import HomeLayout
+from tests.unit.job_files import load_job
 
 REPO = Path(__file__).resolve().parents[2]
 CONF = REPO / "conf"
 K8S = REPO / "deploy" / "k8s"
 LAYERS = ("bronze", "silver", "gold")
 PIPELINE = "payments"
+APP_KINDS = ("SparkApplication", "ScheduledSparkApplication")
+MAINTAIN = "maintain"
 
 SECRETISH = re.compile(r"secret|password|passwd|token|dsn|jaas|credential|private|pii_key|access_key|api_key", re.I)
 CREDENTIALS_IN_URL = re.compile(r"://[^/\s:@]+:[^/\s@]+@")
@@ -59,6 +62,19 @@ def _applications() -> dict[str, dict[str, Any]]:
                 assert layer not in apps, f"two SparkApplications run {layer}"
                 apps[layer] = doc
     return apps
+
+
+def _scheduled() -> dict[str, Any]:
+    """The one ScheduledSparkApplication listed in the kustomization: the pipeline's maintenance."""
+    found = [doc for resource in _kustomization()["resources"] for doc in _docs(K8S / resource)
+             if doc["kind"] == "ScheduledSparkApplication"]
+    assert len(found) == 1, f"expected one ScheduledSparkApplication, found {len(found)}"
+    return found[0]
+
+
+def _app_spec(name: str) -> dict[str, Any]:
+    """The SparkApplication spec of a layer, or the template of the maintenance ScheduledSparkApplication."""
+    return _scheduled()["spec"]["template"] if name == MAINTAIN else _applications()[name]["spec"]
 
 
 def _configmap_literals() -> dict[str, dict[str, str]]:
@@ -123,10 +139,14 @@ def _component(line: str) -> dict[str, Any]:
 
 
 def _apply_component(app: dict[str, Any], line: str) -> dict[str, Any]:
-    """``app`` with the JSON-patch ``replace`` operations of the ``spark-<line>`` component applied."""
+    """``app`` with the JSON-patch ``replace`` operations of the ``spark-<line>`` component for its kind applied."""
     app = copy.deepcopy(app)
-    for patch in _component(line)["patches"]:
-        assert patch["target"] == {"kind": "SparkApplication"}, patch["target"]
+    patches = _component(line)["patches"]
+    assert sorted(p["target"]["kind"] for p in patches) == sorted(APP_KINDS), [p["target"] for p in patches]
+    for patch in patches:
+        assert set(patch["target"]) == {"kind"}, patch["target"]
+        if patch["target"]["kind"] != app["kind"]:
+            continue
         for op in yaml.safe_load(patch["patch"]):
             assert op["op"] == "replace", op
             *parents, leaf = op["path"].strip("/").split("/")
@@ -136,6 +156,8 @@ def _apply_component(app: dict[str, Any], line: str) -> dict[str, Any]:
             assert leaf in node, f"spark-{line}: {op['path']} is not in the base manifest"
             node[leaf] = op["value"]
     return app
+
+
 
 
 def _load_entry() -> ModuleType:
@@ -205,6 +227,9 @@ def test_every_other_line_has_a_component_with_its_versions(name: str) -> None:
         spec = _apply_component(app, name)["spec"]
         assert spec["sparkVersion"] == line.spark, layer
         assert spec["sparkConf"]["spark.jars.packages"].split(",") == _expected_packages(line), layer
+    template = _apply_component(_scheduled(), name)["spec"]["template"]
+    assert template["sparkVersion"] == line.spark
+    assert template["sparkConf"]["spark.jars.packages"].split(",") == _expected_packages(line)
     text = (K8S / f"spark-{name}" / "kustomization.yaml").read_text()
     assert f"KAPPALAKE_SPARK={name}" in text and "docker_build_args" in text
 
@@ -222,12 +247,38 @@ def test_kubectl_kustomize_renders_every_line(name: str, tmp_path: Path) -> None
             f.write(f"components:\n  - spark-{name}\n")
     result = subprocess.run(["kubectl", "kustomize", str(root)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    apps = [d for d in yaml.safe_load_all(result.stdout) if d and d["kind"] == "SparkApplication"]
+    docs = [d for d in yaml.safe_load_all(result.stdout) if d]
+    apps = [d for d in docs if d["kind"] == "SparkApplication"]
     assert len(apps) == len(LAYERS)
+    scheduled = [d for d in docs if d["kind"] == "ScheduledSparkApplication"]
+    assert len(scheduled) == 1
     line = versions.LINES[name]
-    for app in apps:
-        assert app["spec"]["sparkVersion"] == line.spark
-        assert app["spec"]["sparkConf"]["spark.jars.packages"].split(",") == _expected_packages(line)
+    for spec in [app["spec"] for app in apps] + [scheduled[0]["spec"]["template"]]:
+        assert spec["sparkVersion"] == line.spark
+        assert spec["sparkConf"]["spark.jars.packages"].split(",") == _expected_packages(line)
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+def test_kubectl_kustomize_sets_image_and_configmap_of_every_application(tmp_path: Path) -> None:
+    """``images:`` and the generated ConfigMap's hashed name reach every application, the scheduled
+    maintenance's template included (kustomizeconfig.yaml)."""
+    root = tmp_path / "deploy" / "k8s"
+    shutil.copytree(K8S, root)
+    kustomization = _kustomization()
+    kustomization["images"] = [{"name": "kappalake", "newName": "registry.example/acme/kappalake", "newTag": "9.9.9"}]
+    (root / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
+    result = subprocess.run(["kubectl", "kustomize", str(root)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    docs = [d for d in yaml.safe_load_all(result.stdout) if d]
+    configmaps = [d["metadata"]["name"] for d in docs if d["kind"] == "ConfigMap"]
+    assert len(configmaps) == 1 and configmaps[0].startswith("kappalake-env-"), configmaps
+    specs = {d["metadata"]["name"]: d["spec"]["template"] if d["kind"] == "ScheduledSparkApplication" else d["spec"]
+             for d in docs if d["kind"] in APP_KINDS}
+    assert len(specs) == len(LAYERS) + 1, sorted(specs)
+    for app, spec in specs.items():
+        assert spec["image"] == "registry.example/acme/kappalake:9.9.9", app
+        for role in ("driver", "executor"):
+            assert [s["configMapRef"]["name"] for s in spec[role]["envFrom"]] == configmaps, (app, role)
 
 
 def test_dockerfile_installs_the_wheel_and_copies_jobs_and_conf() -> None:
@@ -278,9 +329,9 @@ def test_environment_loads_the_k8s_target_with_s3a_storage(layer: str) -> None:
     assert executor_env["KAPPALAKE_STORAGE_ROOT"] == env["KAPPALAKE_STORAGE_ROOT"]
 
 
-@pytest.mark.parametrize("layer", LAYERS)
+@pytest.mark.parametrize("layer", [*LAYERS, MAINTAIN])
 def test_secrets_only_through_secret_key_refs(layer: str) -> None:
-    spec = _applications()[layer]["spec"]
+    spec = _app_spec(layer)
     for role in ("driver", "executor"):
         for item in spec[role].get("env", []):
             if SECRETISH.search(item["name"]):
@@ -291,3 +342,90 @@ def test_secrets_only_through_secret_key_refs(layer: str) -> None:
     for name, literals in _configmap_literals().items():
         for key, value in literals.items():
             assert not SECRETISH.search(key) and not CREDENTIALS_IN_URL.search(value), f"ConfigMap {name}: {key}"
+
+
+def test_kustomizeconfig_reaches_the_image_and_configmaps_of_every_application_kind() -> None:
+    """Kustomize knows neither custom resource: kustomizeconfig.yaml must name, per kind in the manifests,
+    the image field and the envFrom ConfigMap references (a ScheduledSparkApplication's under spec/template)."""
+    config = _docs(K8S / "kustomizeconfig.yaml")[0]
+    assert "kustomizeconfig.yaml" in _kustomization()["configurations"]
+    kinds = {d["kind"] for r in _kustomization()["resources"] for d in _docs(K8S / r)} & set(APP_KINDS)
+    assert kinds == set(APP_KINDS)
+    images = {(f["kind"], f["path"]) for f in config["images"]}
+    refs = {(f["kind"], f["path"]) for n in config["nameReference"] if n["kind"] == "ConfigMap"
+            for f in n["fieldSpecs"]}
+    for kind in kinds:
+        prefix = "spec/template" if kind == "ScheduledSparkApplication" else "spec"
+        assert (kind, f"{prefix}/image") in images, f"images: does not reach {kind}"
+        for role in ("driver", "executor"):
+            assert (kind, f"{prefix}/{role}/envFrom/configMapRef/name") in refs, f"{kind} {role} ConfigMap"
+
+
+def test_maintenance_is_scheduled_every_30_minutes_one_run_at_a_time() -> None:
+    scheduled = _scheduled()
+    assert scheduled["apiVersion"] == "sparkoperator.k8s.io/v1beta2"
+    assert scheduled["metadata"]["name"] == f"kappalake-{PIPELINE}-{MAINTAIN}"
+    assert scheduled["metadata"]["labels"]["kappalake/pipeline"] == PIPELINE
+    spec = scheduled["spec"]
+    assert spec["schedule"] == "*/30 * * * *"
+    assert spec["concurrencyPolicy"] == "Forbid", "a second concurrent maintenance run is refused"
+    # shipped suspended: its compaction is a second writer, unsafe on S3 without the multi-cluster log store
+    assert spec["suspend"] is True
+    template = spec["template"]
+    assert template["restartPolicy"] == {"type": "Never"}, "a failed pass waits for the next scheduled run"
+    assert template["type"] == "Python" and template["mode"] == "cluster"
+    assert template["sparkVersion"] == versions.default_line().spark
+    assert template["executor"]["instances"] >= 1
+    for role in ("driver", "executor"):
+        assert template[role]["cores"] >= 1 and re.fullmatch(r"\d+[mg]", template[role]["memory"]), role
+    accounts = {d["metadata"]["name"] for r in _kustomization()["resources"] for d in _docs(K8S / r)
+                if d["kind"] == "ServiceAccount"}
+    assert template["driver"]["serviceAccount"] in accounts
+
+
+def test_maintenance_template_mirrors_the_bronze_application() -> None:
+    """Same image, Spark, connectors, service account, ConfigMap and secrets as the streaming applications."""
+    template, bronze = _app_spec(MAINTAIN), _applications()["bronze"]["spec"]
+    for key in ("image", "imagePullPolicy", "sparkVersion", "sparkConf"):
+        assert template[key] == bronze[key], key
+    assert template["sparkConf"]["spark.jars.packages"].split(",") == _expected_packages(versions.default_line())
+    for role in ("driver", "executor"):
+        assert template[role]["envFrom"] == bronze[role]["envFrom"], role
+        assert template[role]["env"] == bronze[role]["env"], role
+    assert template["driver"]["serviceAccount"] == bronze["driver"]["serviceAccount"]
+
+
+def test_maintenance_entry_point_and_arguments_match_the_image() -> None:
+    template = _app_spec(MAINTAIN)
+    _, copies = _dockerfile()
+    main = template["mainApplicationFile"]
+    assert main == "local:///opt/kappalake/jobs/maintain.py"
+    in_image = Path(main.removeprefix("local://"))
+    assert copies.get(str(in_image.parent)) == "jobs" and (REPO / "jobs" / in_image.name).is_file(), main
+    arguments = [str(a) for a in template["arguments"]]
+    assert arguments == ["--pipeline", PIPELINE, "--target", "k8s", "--conf", "/opt/kappalake/conf"]
+    job = load_job(MAINTAIN)
+    try:
+        args = job.build_parser().parse_args(arguments)
+    except SystemExit:
+        pytest.fail(f"{main} rejects its arguments {arguments}")
+    assert args.pipeline in pipeline_files(CONF)
+    assert args.target in _docs(CONF / "kappalake.yml")[0]["targets"]
+    assert copies.get(args.conf) == "conf", f"--conf {args.conf} is not where the image has conf/"
+    assert job.build_argv(arguments) == ["kappalake", "--target", "k8s", "--conf", "/opt/kappalake/conf",
+                                         "maintain", PIPELINE]
+
+
+def test_maintenance_environment_loads_the_k8s_target_with_s3a_storage() -> None:
+    template = _app_spec(MAINTAIN)
+    env = _env(template["driver"])
+    target = load_target(CONF, "k8s", env=env)
+    pipeline = load_pipeline(PIPELINE, CONF, "k8s", env=env)
+    ctx = RunContext(pipeline, target, HomeLayout.from_env(env))
+    for layer in ("bronze", "silver"):
+        assert ctx.table_path(layer).startswith("s3a://"), layer
+    assert {"CLICKHOUSE_DSN", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= _secret_refs(template["driver"])
+    assert "KAPPALAKE_PII_KEY" not in env, "maintenance pseudonymises nothing"
+    executor_env = _env(template["executor"])  # executors rewrite and delete the s3a files
+    assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= _secret_refs(template["executor"])
+    assert executor_env["KAPPALAKE_STORAGE_ROOT"] == env["KAPPALAKE_STORAGE_ROOT"]
