@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import Enum
 
 import typer
@@ -10,6 +14,21 @@ from kappalake.cli.common import console, global_options
 from kappalake.cli.output import Format, print_table
 from kappalake.ops.maintenance import maintain
 from kappalake.ops.maintenance.run import check_retention
+
+
+@contextmanager
+def jvm_console_on_stderr() -> Iterator[None]:
+    """Start the JVM with stderr as its stdout: Delta prints lines ("Deleted N files ...") to the console,
+    which would otherwise land in the report (and break ``--format json``)."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 class Only(str, Enum):
@@ -36,11 +55,12 @@ def command(
         from kappalake.io.clickhouse.client import connect
 
         ch = connect(run_ctx.target.clickhouse.dsn)
-    if only in (Only.all, Only.delta):
-        from kappalake.runtime.spark import build_spark
+    with jvm_console_on_stderr():
+        if only in (Only.all, Only.delta):
+            from kappalake.runtime.spark import build_spark
 
-        spark = build_spark(run_ctx.target, app_name=f"kappalake-maintain-{pipeline}")
-    report = maintain(run_ctx, spark, ch, vacuum_retention)
+            spark = build_spark(run_ctx.target, app_name=f"kappalake-maintain-{pipeline}")
+        report = maintain(run_ctx, spark, ch, vacuum_retention)
     print_table(report.rows, fmt, title=f"{pipeline}: maintenance took {report.seconds:.1f}s",
                 columns=("table", "kind", "files", "compaction", "vacuum", "log retention"))
     if not report.rows and fmt is Format.table:
