@@ -38,10 +38,11 @@ def conf_with(root: Path, name: str, maintenance: str) -> Path:
 @pytest.fixture(scope="module")
 def cli(tmp_path_factory: pytest.TempPathFactory, test_home: HomeLayout) -> Iterator[Cli]:
     root = tmp_path_factory.mktemp("maintain")
-    # VACUUM next to the job keeps a minute: longer than any micro-batch here (files a batch wrote and has
-    # not committed yet are unreferenced to VACUUM too)
-    conf = conf_with(root, "conf", "  compact_min_files: 2\n  vacuum_retention: 1 minute\n"
-                                   "  min_vacuum_retention: 1 minute\n")
+    # VACUUM next to the job keeps 10 minutes, longer than any micro-batch (files a batch wrote and has not
+    # committed yet are unreferenced to VACUUM too): on a loaded 2-core CI machine one batch outlasted a
+    # 1-minute retention while maintain ran, and VACUUM deleted a file that batch then committed
+    conf = conf_with(root, "conf", "  compact_min_files: 2\n  vacuum_retention: 10 minutes\n"
+                                   "  min_vacuum_retention: 10 minutes\n")
     with stack_cli(root, test_home.cache, conf) as runner:
         yield runner
 
@@ -69,6 +70,17 @@ def wait_until(what: str, check, job, log: Path, timeout: float = 300) -> None: 
     raise AssertionError(f"{what} within {timeout}s")
 
 
+def plant_stray_file(table: Path, age_seconds: float) -> Path:
+    """An unreferenced data file in a partition of ``table`` (what a batch abandoned long ago leaves),
+    ``age_seconds`` old: VACUUM must delete it."""
+    partition = next(p for p in table.iterdir() if p.is_dir() and not p.name.startswith("_"))
+    stray = partition / "part-00000-00000000-0000-0000-0000-000000000000.c000.snappy.parquet"
+    shutil.copyfile(next(partition.glob("*.parquet")), stray)
+    old = time.time() - age_seconds
+    os.utime(stray, (old, old))
+    return stray
+
+
 def maintained(cli: Cli, *args: str) -> dict[str, dict[str, str]]:
     done = cli("maintain", "payments", "--format", "json", *args)
     return {row["table"]: row for row in map(json.loads, done.stdout.splitlines())}
@@ -83,6 +95,7 @@ def test_maintain_next_to_a_running_job_compacts_and_vacuums_and_loses_and_doubl
     try:
         cli("produce", "payments", "--events", "10000", "--seed", "31")
         wait_until("bronze holds the first 10,000 rows", lambda: rows(cli, "bronze") >= 10000, job, log)
+        stray = plant_stray_file(cli.home / "lake" / "payments" / "bronze", age_seconds=3600)
         # more events arrive while the pass runs: the job keeps writing next to the compaction and VACUUM
         producer = cli.start("produce", "payments", "--rate", "200", "--duration", "100", "--seed", "32",
                              log=tmp_path / "produce.log")
@@ -91,6 +104,7 @@ def test_maintain_next_to_a_running_job_compacts_and_vacuums_and_loses_and_doubl
         assert {"bronze", "silver", VIEW_TABLE, f"{VIEW_TABLE}_state"} <= set(report), report
         assert "small files into" in report["bronze"]["compaction"], report["bronze"]  # compacted under the job
         assert report["bronze"]["log retention"] == "ok"  # the job created its tables with it
+        assert not stray.exists(), "VACUUM left an unreferenced file older than the retention"
         assert producer.wait(timeout=300) == 0, (tmp_path / "produce.log").read_text()[-2000:]
         wait_until("silver and gold hold every event",
                    lambda: rows(cli, "silver") >= 30000 and gold_count(cli) >= 30000, job, log)
@@ -132,7 +146,7 @@ def test_a_vacuum_retention_below_the_safety_margin_is_refused_before_anything_r
     refused = cli("maintain", "payments", "--vacuum-retention", "10 seconds", check=False)
 
     assert refused.returncode == 8, refused.stdout + refused.stderr
-    assert "shorter than the safety margin maintenance.min_vacuum_retention (60 seconds)" in refused.stderr
+    assert "shorter than the safety margin maintenance.min_vacuum_retention (600 seconds)" in refused.stderr
     assert "Traceback" not in refused.stderr and "kappalake-maintain" not in refused.stdout
 
 
