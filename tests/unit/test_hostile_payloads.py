@@ -336,10 +336,9 @@ def not_json_object(draw) -> bytes:
     """Text close to a JSON object that is not one (RFC 8259): what a sloppy producer sends."""
     event, _ = draw(valid_payment())
     text = json.dumps(event)
-    # Known gap, documented in the README: Spark's parser reads the first JSON value, so a payload that is an
-    # object followed by more text ending in '}' ('{..}{..}', '{..}}') is read as its first object.
+    # Spark's parser alone reads only the first JSON value: '{..}{..}' and '{..}}' must be rejected all the same.
     mutation = draw(st.sampled_from(["single_quotes", "trailing", "comment", "unquoted_key", "leading_zero",
-                                     "trailing_comma", "hex", "plus"]))
+                                     "trailing_comma", "hex", "plus", "two_objects", "extra_brace"]))
     if mutation == "single_quotes":
         return text.replace('"', "'").encode()
     if mutation == "trailing":
@@ -353,7 +352,9 @@ def not_json_object(draw) -> bytes:
     if mutation == "trailing_comma":
         return (text[:-1] + ", }").encode()
     if mutation == "two_objects":
-        return (text + text).encode()
+        return (text + draw(st.sampled_from(["", " ", "\n"])) + text).encode()
+    if mutation == "extra_brace":
+        return (text + "}").encode()
     if mutation == "hex":
         return with_raw(event, "amount", "0x10")
     return with_raw(event, "amount", "+" + str(event["amount"]))

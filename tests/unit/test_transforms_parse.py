@@ -64,6 +64,9 @@ PAYMENT_CASES: dict[str, bytes | None] = {
     "valid": payment(),
     "truncated": b'{"event_id": "e-1", "amo',
     "array": b'[{"event_id": "e-1"}]',
+    "two_objects": payment() + payment(amount=-1),
+    "two_objects_spaced": payment() + b" \n" + payment(),
+    "object_then_brace": payment() + b"}",
     "number": b"42",
     "string": b'"hello"',
     "json_null": b"null",
@@ -205,7 +208,8 @@ def test_every_case_reports_exactly_its_rules(payments) -> None:
     """One table of (case, rules) over the whole batch, in schema order of the failing fields."""
     parsed, _ = payments
     expected_rules = {
-        "truncated": ["json"], "array": ["json"], "number": ["json"], "string": ["json"],
+        "truncated": ["json"], "array": ["json"], "two_objects": ["json"], "two_objects_spaced": ["json"],
+        "object_then_brace": ["json"], "number": ["json"], "string": ["json"],
         "json_null": ["json"], "empty_bytes": ["json"], "invalid_utf8": ["encoding"], "tombstone": ["empty"],
         "amount_free": ["type:amount"], "time_yesterday": ["type:event_time"], "amount_overflow": ["type:amount"],
         "missing_merchant": ["required:merchant_id"],
@@ -224,12 +228,13 @@ def test_every_case_reports_exactly_its_rules(payments) -> None:
     assert_df_equality(actual, expected, ignore_nullable=True)
 
 
-@pytest.mark.parametrize("case", ["truncated", "array", "number", "string", "json_null", "empty_bytes"])
+@pytest.mark.parametrize("case", ["truncated", "array", "number", "string", "json_null", "empty_bytes",
+                                  "two_objects", "two_objects_spaced", "object_then_brace"])
 def test_payload_that_is_not_a_json_object(payments, case: str) -> None:
     row = payments[1][case]
     assert rules(row) == ["json"]
     text = PAYMENT_CASES[case].decode()
-    assert message(row, "json") == f"payload is not a JSON object: {text}"
+    assert message(row, "json") == f"payload is not a JSON object: {text[:120]}"
     assert all(row[name] is None for name in PAYMENTS.schema_)  # no partial values from a broken payload
 
 

@@ -1,25 +1,27 @@
-"""Parse and validate JSON payloads against the configured schema; every problem becomes a row-level error.
+"""Parse and validate payloads against the configured schema; every problem becomes a row-level error.
 
-Each field is first read as raw JSON text, then cast to its declared type with ``try_cast``, so a
-wrong type is reported (not silently turned into null). The result carries every source column,
+A decoder (JSON by default; Avro, Protobuf) reads each field; a JSON field is raw text, cast to its
+declared type with ``try_cast``, so a wrong type is reported (not silently turned into null). The result carries every source column,
 one typed column per declared field (named by ``field_column``), and ``_errors``: an array of
 (rule, field, message).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql.types import StringType, StructField, StructType
+from pyspark.sql.types import StringType, StructType
 
 from kappalake.config.durations import parse_seconds
 from kappalake.config.models import EventsConfig, FieldSpec
+from kappalake.transforms.decode_json import decode_json
 from kappalake.transforms.records import RECORD_COLUMNS
 
 ERROR_TYPE = "struct<rule:string,field:string,message:string>"
-CORRUPT = "_corrupt_record"
 _NUMERIC = ("int", "long", "double", "float")
-_RESERVED = (*RECORD_COLUMNS, "_raw", "_errors")
+_RESERVED = (*RECORD_COLUMNS, "_raw", "_errors", "_decode_error", "_schema_id")
 
 
 def field_column(name: str) -> str:
@@ -37,11 +39,6 @@ def _number(value: float) -> str:
 def _error(rule: str, field: str | None, message: Column) -> Column:
     return F.struct(F.lit(rule).alias("rule"), F.lit(field).cast("string").alias("field"),
                     message.alias("message"))
-
-
-def _raw_schema(events: EventsConfig) -> StructType:
-    return StructType([StructField(name, StringType()) for name in events.schema_] +
-                      [StructField(CORRUPT, StringType())])
 
 
 def _is_numeric(spec: FieldSpec) -> bool:
@@ -88,40 +85,44 @@ def _present(errors: list[Column]) -> Column:
     return F.flatten(F.array(*[F.when(e.isNull(), empty).otherwise(F.array(e)) for e in errors]))
 
 
-def parse_events(records: DataFrame, events: EventsConfig) -> DataFrame:
+def parse_events(records: DataFrame, events: EventsConfig,
+                 decoder: Callable[[DataFrame], DataFrame] | None = None) -> DataFrame:
     """Add typed payload fields and ``_errors`` to ``records`` (key, value, topic, partition, offset,
-    kafka_timestamp). A row with an empty ``_errors`` array is a valid event."""
-    text = F.col("value").cast("string")
-    strict = {"allowSingleQuotes": "false"}  # RFC 8259 JSON only: Spark accepts {'a': 1} by default
-    parsed = F.from_json(text, _raw_schema(events), {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT, **strict})
-    df = records.withColumn("_raw", parsed)
+    kafka_timestamp). A row with an empty ``_errors`` array is a valid event.
+
+    ``decoder`` turns the record values into ``_raw`` (a struct with the declared fields, as text or
+    already typed) and ``_decode_error`` (an envelope error, or null); the default reads JSON. Avro and
+    Protobuf decoders (:mod:`~kappalake.transforms.decode_avro`, ``decode_protobuf``) also add ``_schema_id``.
+    """
+    decoded = decoder(records) if decoder is not None else decode_json(records, events)
+    raw_struct = decoded.schema["_raw"].dataType
+    assert isinstance(raw_struct, StructType)
     typed: dict[str, Column] = {}
     raw_cols: dict[str, Column] = {}
     for name, spec in events.schema_.items():
-        raw = F.col("_raw").getField(name)
-        raw_cols[name] = raw
-        if spec.type in ("double", "float"):
-            # A bare NaN/Infinity token (Python's json.dumps writes them) is re-serialised as "NaN" with quotes.
-            typed[field_column(name)] = F.btrim(raw, F.lit('"')).try_cast(spec.type)
-        else:
-            typed[field_column(name)] = raw if spec.type == "string" else raw.try_cast(spec.type)
-    df = df.withColumns(typed)
+        value = F.col("_raw").getField(name)
+        source_type = raw_struct[name].dataType
+        if isinstance(source_type, StringType):
+            raw_cols[name] = value
+            if spec.type in ("double", "float"):
+                # A bare NaN/Infinity token (Python's json.dumps writes them) is re-serialised as "NaN" with quotes.
+                typed[field_column(name)] = F.btrim(value, F.lit('"')).try_cast(spec.type)
+            else:
+                typed[field_column(name)] = value if spec.type == "string" else value.try_cast(spec.type)
+        else:  # a binary format decoded it typed already
+            raw_cols[name] = value.cast("string")
+            same = source_type.simpleString() == spec.type
+            typed[field_column(name)] = value if same else value.try_cast(spec.type)
+    df = decoded.withColumns(typed)
 
     size_ok = F.length(F.col("value")) <= events.max_bytes
-    utf8_ok = F.is_valid_utf8(text)
-    # Spark's parser stops after the first value: '{...} garbage' must not pass as an object.
-    json_ok = (F.col("_raw").isNotNull() & F.col("_raw").getField(CORRUPT).isNull()
-               & F.rtrim(text).endswith("}"))
     envelope = [
         F.when(F.col("value").isNull(), _error("empty", None, F.lit("record has no value (tombstone)"))),
         F.when(F.col("value").isNotNull() & ~size_ok, _error("oversized", None, F.concat(
             F.lit("payload of "), F.length(F.col("value")).cast("string"),
             F.lit(f" bytes exceeds events.max_bytes ({events.max_bytes})"))),
                ),
-        F.when(F.col("value").isNotNull() & size_ok & ~utf8_ok, _error("encoding", None,
-                                                                       F.lit("payload is not valid UTF-8"))),
-        F.when(F.col("value").isNotNull() & size_ok & utf8_ok & ~json_ok, _error(
-            "json", None, F.concat(F.lit("payload is not a JSON object: "), F.substring(text, 1, 120)))),
+        F.when(F.col("value").isNotNull() & size_ok, F.col("_decode_error")),
     ]
     field_checks = [check for name, spec in events.schema_.items()
                     for check in _field_checks(name, spec, raw_cols[name], F.col(field_column(name)))]
@@ -142,7 +143,7 @@ def parse_events(records: DataFrame, events: EventsConfig) -> DataFrame:
     payload_errors = _present(field_checks)
     # Field checks only mean something once the envelope is sound.
     errors = F.when(F.size(envelope_errors) > 0, envelope_errors).otherwise(payload_errors)
-    return df.withColumn("_errors", errors.cast(f"array<{ERROR_TYPE}>")).drop("_raw")
+    return df.withColumn("_errors", errors.cast(f"array<{ERROR_TYPE}>")).drop("_raw", "_decode_error")
 
 
 def is_valid(df: DataFrame) -> Column:
