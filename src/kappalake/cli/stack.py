@@ -1,5 +1,5 @@
-"""``kappalake stack up|down|status``: the embedded local stack (Kafka broker, ClickHouse endpoint,
-optionally Prometheus)."""
+"""``kappalake stack up|down|status``: the embedded local stack (Kafka broker, ClickHouse endpoint, Schema
+Registry endpoint, optionally Prometheus)."""
 
 from __future__ import annotations
 
@@ -10,12 +10,13 @@ from kappalake.cli.output import Format, print_table
 from kappalake.config.loader import load_project
 from kappalake.errors import ConfigError
 from kappalake.io.kafka.admin import TopicSpec
-from kappalake.runtime.stack import ClickHouseEndpoint, LocalStack, PrometheusServer
+from kappalake.runtime.stack import ClickHouseEndpoint, LocalStack, PrometheusServer, SchemaRegistryEndpoint
 
 OPTIONAL = ("prometheus",)
 
 app = typer.Typer(help="Start, stop and inspect the embedded local stack: a real Kafka broker (KRaft), the "
-                       "ClickHouse HTTP endpoint (chDB) and, with --with prometheus, a Prometheus server.",
+                       "ClickHouse HTTP endpoint (chDB), a Schema Registry endpoint and, with --with prometheus, a "
+                       "Prometheus server.",
                   no_args_is_help=True)
 
 
@@ -32,7 +33,8 @@ def up(ctx: typer.Context,
        timeout: float = typer.Option(120.0, help="Seconds to wait for each service to answer."),
        with_: list[str] = typer.Option([], "--with", help="Optional services to start too: prometheus."),
        ) -> None:
-    """Start the local Kafka broker and ClickHouse endpoint (if not running) and create the configured topics."""
+    """Start the local Kafka broker, ClickHouse and Schema Registry endpoints (if not running) and create the
+    configured topics."""
     extra = _optional(with_)
     options = global_options(ctx)
     project = load_project(options.conf_dir, options.target)
@@ -56,6 +58,13 @@ def up(ctx: typer.Context,
     assert served.server is not None
     console.print(f"ClickHouse endpoint {'already running' if before == 'running' else 'started'}: "
                   f"[bold]{served.server.dsn}[/] (pid {served.server.pid}, chDB data in {served.server.data_dir})")
+    registry = SchemaRegistryEndpoint(stack.layout)
+    before = registry.status().state
+    registered = registry.up(timeout=timeout)
+    assert registered.server is not None
+    console.print(f"Schema Registry endpoint {'already running' if before == 'running' else 'started'}: "
+                  f"[bold]{registered.server.url}[/] (pid {registered.server.pid}, schemas in "
+                  f"{registered.server.data_dir})")
     if "prometheus" in extra:
         prometheus = PrometheusServer(stack.layout)
         before = prometheus.status().state
@@ -70,8 +79,8 @@ def up(ctx: typer.Context,
 def down() -> None:
     """Stop every service of the local stack (their data stays in the data dir)."""
     layout = LocalStack().layout
-    for name, service in (("Prometheus", PrometheusServer(layout)), ("ClickHouse endpoint", ClickHouseEndpoint(layout)),
-                          ("Kafka broker", LocalStack(layout))):
+    for name, service in (("Prometheus", PrometheusServer(layout)), ("Schema Registry endpoint", SchemaRegistryEndpoint(layout)),
+                          ("ClickHouse endpoint", ClickHouseEndpoint(layout)), ("Kafka broker", LocalStack(layout))):
         state = service.down()
         messages = {"running": f"{name} stopped", "stale": f"{name}: removed a stale state file (it was not running)",
                     "stopped": f"{name} was not running"}
@@ -84,6 +93,7 @@ def service_rows() -> list[dict[str, str]]:
     layout = LocalStack().layout
     broker = LocalStack(layout).status()
     clickhouse = ClickHouseEndpoint(layout).status()
+    registry = SchemaRegistryEndpoint(layout).status()
     prometheus = PrometheusServer(layout).status()
     rows = [
         {"service": "kafka", "state": broker.state, "address": broker.broker.bootstrap_servers if broker.broker else "-",
@@ -92,6 +102,10 @@ def service_rows() -> list[dict[str, str]]:
          "address": clickhouse.server.dsn if clickhouse.server else "-",
          "pid": str(clickhouse.server.pid) if clickhouse.server else "-",
          "log": clickhouse.server.log_file if clickhouse.server else "-"},
+        {"service": "schema-registry", "state": registry.state,
+         "address": registry.server.url if registry.server else "-",
+         "pid": str(registry.server.pid) if registry.server else "-",
+         "log": registry.server.log_file if registry.server else "-"},
         {"service": "prometheus", "state": prometheus.state,
          "address": prometheus.server.url if prometheus.server else "-",
          "pid": str(prometheus.server.pid) if prometheus.server else "-",
@@ -102,9 +116,9 @@ def service_rows() -> list[dict[str, str]]:
 
 @app.command()
 def status(fmt: Format = typer.Option(Format.table, "--format", help="table, json or csv.")) -> None:
-    """Show which services of the local stack run, and where. Exit 1 when the broker or endpoint is down."""
+    """Show which services of the local stack run, and where. Exit 1 when the broker or an endpoint is down."""
     rows = service_rows()
     console.print(f"data dir {LocalStack().layout.home}") if fmt == Format.table else None
     print_table(rows, fmt, title="local stack")
-    if any(row["state"] != "running" for row in rows if row["service"] in ("kafka", "clickhouse")):
+    if any(row["state"] != "running" for row in rows if row["service"] in ("kafka", "clickhouse", "schema-registry")):
         raise typer.Exit(code=1)

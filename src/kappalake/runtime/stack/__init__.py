@@ -4,6 +4,8 @@ under ``$KAPPALAKE_HOME/stack``.
 - :mod:`.broker`: the Apache Kafka broker (KRaft), always.
 - :mod:`.clickhouse`: the ClickHouse HTTP endpoint (:mod:`.clickhouse_http` over chDB) that owns the chDB
   data directory, so jobs, the CLI and notebooks all read and write gold at once; always.
+- :mod:`.schema_registry`: a local Confluent-compatible Schema Registry (:mod:`.schema_registry_http`, schemas
+  in ``$KAPPALAKE_HOME/schema-registry``) for Avro/Protobuf records in the Confluent wire format; always.
 - :mod:`.prometheus`: a Prometheus server (the ``prometheus`` binary) with the shipped alert rules,
   scraping the jobs registered by :mod:`kappalake.ops.prometheus_targets`; optional.
 
@@ -14,6 +16,8 @@ Every service follows one contract: ``up`` (start unless running, wait until rea
 from kappalake.runtime.stack.broker import BrokerInfo, LocalStack, StackState, StackStatus
 from kappalake.runtime.stack.clickhouse import ClickHouseEndpoint, ClickHouseInfo, ClickHouseStatus
 from kappalake.runtime.stack.prometheus import PrometheusInfo, PrometheusServer, PrometheusStatus
+from kappalake.runtime.stack.schema_registry import SchemaRegistryEndpoint, SchemaRegistryInfo, SchemaRegistryStatus
 
-__all__ = ["BrokerInfo", "ClickHouseEndpoint", "ClickHouseInfo", "ClickHouseStatus", "LocalStack", "PrometheusInfo", "PrometheusServer", "PrometheusStatus", "StackState",
+__all__ = ["BrokerInfo", "ClickHouseEndpoint", "ClickHouseInfo", "ClickHouseStatus", "LocalStack", "PrometheusInfo", "PrometheusServer", "PrometheusStatus", "SchemaRegistryEndpoint", "SchemaRegistryInfo",
+           "SchemaRegistryStatus", "StackState",
            "StackStatus"]
