@@ -78,9 +78,14 @@ class SparkLine:
         return f"io.delta:{delta_artifact(self.delta, self.spark)}:{self.delta}"
 
     @property
+    def avro_package(self) -> str:
+        """Spark's Avro data source and ``from_avro`` (``spark.jars.packages`` coordinate)."""
+        return f"org.apache.spark:spark-avro_{SCALA_BINARY}:{self.spark}"
+
+    @property
     def packages(self) -> tuple[str, ...]:
         """What ``spark.jars.packages`` lists on targets that resolve jars themselves (local, k8s)."""
-        return (self.kafka_package, self.delta_package)
+        return (self.kafka_package, self.delta_package, self.avro_package)
 
     @property
     def hadoop_aws_package(self) -> str:

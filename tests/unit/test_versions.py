@@ -38,7 +38,7 @@ def test_default_line_is_spark_42_with_delta_44() -> None:
     assert versions.DEFAULT_LINE == "4.2" and default is versions.default_line()
     assert (default.spark, default.delta) == ("4.2.0", "4.4.0")
     assert default.packages == ("org.apache.spark:spark-sql-kafka-0-10_2.13:4.2.0",
-                                "io.delta:delta-spark_4.2_2.13:4.4.0")
+                                "io.delta:delta-spark_4.2_2.13:4.4.0", "org.apache.spark:spark-avro_2.13:4.2.0")
     assert default.pip_requirements == ("pyspark==4.2.0", "delta-spark==4.4.0")
 
 

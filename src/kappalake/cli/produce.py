@@ -27,6 +27,10 @@ def command(
     start_time: datetime | None = typer.Option(None, help="Event time of the first event with --events "
                                                "(UTC; default now). Fix it for reproducible event times."),
     events_per_second: float = typer.Option(1000.0, min=0.001, help="Event-time spacing with --events."),
+    record_format: str | None = typer.Option(None, "--format", help="json, avro or protobuf: must be the "
+                                             "pipeline's events.format (default: that format)."),
+    evolve: bool = typer.Option(False, "--evolve", help="Avro: write the second half with a second schema version "
+                                                        "(the first half without the reader schema's defaulted fields)."),
 ) -> None:
     """Produce generated events (idempotent producer, keyed by entity, deterministic for a seed)."""
     try:
@@ -34,6 +38,8 @@ def command(
                                    malformed_fraction=malformed_fraction)
     except ValueError as exc:
         raise KappalakeError(str(exc)) from None
+    if record_format not in (None, "json", "avro", "protobuf"):
+        raise KappalakeError(f"--format {record_format!r}: expected json, avro or protobuf")
     run_ctx = global_options(ctx).context(pipeline)
     total = events if events is not None else int((rate or 0) * (duration or 0))
     if start_time is not None and start_time.tzinfo is None:
@@ -44,7 +50,8 @@ def command(
         task = progress.add_task("produce", total=total)
         summary = produce(run_ctx, events=events, rate=rate, duration=duration, options=options,
                           start_time=start_time, events_per_second=events_per_second,
-                          on_progress=lambda n: progress.advance(task, n))
+                          on_progress=lambda n: progress.advance(task, n), record_format=record_format,
+                          evolve=evolve)
     table = Table(title=f"produced to {summary.topic}")
     for column in ("sent", "valid", "late", "duplicate", "malformed", "seconds", "events/s"):
         table.add_column(column, justify="right")

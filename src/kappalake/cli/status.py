@@ -32,7 +32,7 @@ def _state(record: dict) -> str:
     if not record:
         return "never run"
     if is_running(record):
-        return "running"
+        return "waiting for schema registry" if record.get("waiting") else "running"
     if record.get("error"):
         return "failed"
     if record.get("finished_at") is None:
@@ -145,6 +145,8 @@ def render(ctx: typer.Context, pipeline: str | None) -> Group:
                 errors.append(f"{name}.{layer} last run skipped {record['lost_offsets']} offsets no longer in Kafka")
             if record.get("error"):
                 errors.append(f"{name}.{layer} last run failed: {record['error']}")
+            if record.get("waiting") and is_running(record):
+                errors.append(f"{name}.{layer} {record['waiting']}")
     line = versions.selected_line()
     for component, value, key in (("Spark", f"{line.spark} (line {line.name})", "spark"),
                                   ("Delta Lake", line.delta, "delta"),

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from kappalake.config.interpolate import InterpolationError, interpolate, literal_secrets
+from kappalake.config.format_files import resolve_format_files
 from kappalake.config.models import PipelineConfig, TargetConfig
 from kappalake.config.yamlio import YamlDocument, read_yaml
 from kappalake.errors import ConfigError
@@ -196,7 +197,10 @@ def load_pipeline_file(path: Path, target: str | None = None, env: Mapping[str, 
     if config.name != path.stem:
         raise ConfigError(f"{_where(doc, ('name',), target)}: name: {config.name!r} must match the file name "
                           f"{path.stem!r}")
-    return config
+    try:
+        return resolve_format_files(config, path.parent.parent)
+    except ValueError as exc:
+        raise ConfigError(f"{_where(doc, ('events', config.events.format), target)}: {exc}") from None
 
 
 def load_pipeline(name: str, conf_dir: Path | None = None, target: str | None = None,

@@ -12,6 +12,7 @@ from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
 from kappalake.config.base import Duration, Identifier, StrictModel
 from kappalake.config.durations import parse_seconds
+from kappalake.config.formats import AvroFormat, ProtobufFormat, SchemaRegistryConfig, SubjectStrategy
 from kappalake.quality.config import QualityConfig
 
 _SIMPLE_TYPES = {"string", "int", "long", "double", "float", "boolean", "timestamp", "date"}
@@ -55,7 +56,12 @@ def _field_shorthand(value: Any) -> Any:
 class EventsConfig(StrictModel):
     """The payload carried in each Kafka record value."""
 
-    format: Literal["json"] = "json"
+    format: Literal["json", "avro", "protobuf"] = "json"
+    avro: AvroFormat | None = Field(default=None, description="format: avro: the reader schema and wire format.")
+    protobuf: ProtobufFormat | None = Field(default=None, description="format: protobuf: descriptor and message.")
+    subject_strategy: SubjectStrategy = Field(
+        default="topic_name", description="Registry subject of the values: <topic>-value, the record's full name, "
+                                          "or <topic>-<record name>.")
     id: Identifier = Field(description="Field holding the unique event id (dedupe key).")
     time: Identifier = Field(description="Field holding the event time.")
     key: Identifier | None = Field(default=None, description="Field the producer keys records by.")
@@ -67,6 +73,22 @@ class EventsConfig(StrictModel):
     schema_: dict[Identifier, Annotated[FieldSpec, BeforeValidator(_field_shorthand)]] = Field(
         alias="schema", min_length=1
     )
+
+    @model_validator(mode="after")
+    def _check_format(self) -> EventsConfig:
+        for name in ("avro", "protobuf"):
+            if self.format == name and getattr(self, name) is None:
+                raise ValueError(f"format: {name} needs an events.{name} section "
+                                 + ("(schema: the reader .avsc)" if name == "avro" else "(descriptor, message)"))
+            if self.format != name and getattr(self, name) is not None:
+                raise ValueError(f"{name}: set, but format is {self.format!r}")
+        return self
+
+    @property
+    def wire(self) -> str:
+        """``confluent`` (schema id header, needs a registry), ``plain``, or ``json``."""
+        binary = self.avro or self.protobuf
+        return binary.wire if binary is not None else "json"
 
     @model_validator(mode="after")
     def _check_columns(self) -> EventsConfig:
@@ -452,3 +474,5 @@ class TargetConfig(StrictModel):
     clickhouse: ClickHouseConfig
     spark: SparkConfig = Field(default_factory=SparkConfig)
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
+    schema_registry: SchemaRegistryConfig | None = Field(
+        default=None, description="Schema Registry of Avro/Protobuf topics in the Confluent wire format.")

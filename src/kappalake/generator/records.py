@@ -170,6 +170,8 @@ class EventStream:
     rng: random.Random
     _history: list[tuple[bytes, bytes, str, datetime]] = field(default_factory=list)
     _history_cap: int = 10_000
+    #: Payload -> record value for a binary format (Avro, Protobuf); None: JSON.
+    encode: Callable[[dict[str, Any]], bytes] | None = None
 
     def _event_id(self) -> str:
         h = "%032x" % (self.rng.getrandbits(128) & _UUID4_CLEAR | _UUID4_SET)
@@ -203,7 +205,7 @@ class EventStream:
         key = str(payload[self.key_field]).encode()
         if kind == "malformed":
             return _new_record(key, self._malform(payload), "malformed", None, None)
-        value = _encode_json(payload).encode()
+        value = _encode_json(payload).encode() if self.encode is None else self.encode(payload)
         remembered = (key, value, event_id, event_time)
         history = self._history
         if len(history) < self._history_cap:
@@ -213,6 +215,9 @@ class EventStream:
         return _new_record(key, value, kind, event_id, event_time)
 
     def _malform(self, payload: dict[str, Any]) -> bytes:
+        if self.encode is not None:  # a binary record cut short after its 5-byte wire-format header
+            value = self.encode(payload)
+            return value[: self.rng.randrange(6, len(value) - 1)]
         style = self.rng.choice(("truncated", "wrong_type", "missing_field"))
         if style == "truncated":
             value = self._encode(payload)
@@ -237,10 +242,12 @@ class EventStream:
 GENERATORS = {"payments": (PaymentsModel, "card_id"), "iot": (IotModel, "device_id")}
 
 
-def make_stream(generator: str, options: GeneratorOptions) -> EventStream:
-    """An :class:`EventStream` for a reference generator (``payments`` or ``iot``)."""
+def make_stream(generator: str, options: GeneratorOptions,
+                encode: Callable[[dict[str, Any]], bytes] | None = None) -> EventStream:
+    """An :class:`EventStream` for a reference generator (``payments`` or ``iot``); ``encode`` writes the
+    values of a binary format (default JSON)."""
     if generator not in GENERATORS:
         raise ValueError(f"unknown generator {generator!r}; expected one of {', '.join(GENERATORS)}")
     rng = random.Random(options.seed)
     model_class, key_field = GENERATORS[generator]
-    return EventStream(model=model_class(rng), key_field=key_field, options=options, rng=rng)
+    return EventStream(model=model_class(rng), key_field=key_field, options=options, rng=rng, encode=encode)

@@ -68,12 +68,17 @@ class StopRequest:
         back on exit."""
         if threading.current_thread() is not threading.main_thread():
             return
+        global _ARMED
+        _ARMED = self
         for signum in SIGNALS:
             previous = signal.signal(signum, self._handle)
             if previous != self._handle:
                 self._saved[signum] = previous
 
     def __exit__(self, *_: object) -> None:
+        global _ARMED
+        if _ARMED is self:
+            _ARMED = None
         for signum, handler in self._saved.items():
             signal.signal(signum, handler)
         self._saved.clear()
@@ -82,6 +87,14 @@ class StopRequest:
         self.count += 1
         if self.signum is None:
             self.signum = signum
+
+
+_ARMED: StopRequest | None = None
+
+
+def stop_requested() -> bool:
+    """A SIGINT/SIGTERM arrived for the running job (for code that waits inside a batch, e.g. on a registry)."""
+    return _ARMED is not None and _ARMED.requested
 
 
 def stop_timeout() -> float:

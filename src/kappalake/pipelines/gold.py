@@ -39,6 +39,8 @@ from kappalake.io.clickhouse.schema import GoldTable, ensure_table
 from kappalake.io.clickhouse.windows import WindowStore
 from kappalake.io.delta.batch import append_idempotent, create_if_missing
 from kappalake.io.delta.stream import Trigger
+from kappalake.io.registry.gate import SchemaGate, schema_gate
+from kappalake.io.registry.plans import decoder_for
 from kappalake.ops import batch_metrics
 from kappalake.ops.latency import event_time_quantiles, latency_after_commit
 from kappalake.pipelines.gold_view import ViewWriter
@@ -149,8 +151,9 @@ class GoldBatchWriter(QueryBinding):
     """The ``foreachBatch`` function of the gold query: late pairs, then every view's windows."""
 
     def __init__(self, ctx: RunContext, key: bytes | None, high_water: EventTimeHighWater, generation: int,
-                 views: dict[str, ViewWriter]) -> None:
+                 views: dict[str, ViewWriter], gate: SchemaGate | None = None) -> None:
         super().__init__()
+        self.gate = gate
         self.ctx = ctx
         self.key = key
         self.high_water = high_water
@@ -164,6 +167,16 @@ class GoldBatchWriter(QueryBinding):
             view.bind(query_id)
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
+        if self.gate is None:
+            self._write(batch, batch_id)
+            return
+        cached = batch.persist()  # read once: the gate looks for unresolved schema ids first
+        try:
+            self._write(self.gate.resolve(cached, batch_id), batch_id)
+        finally:
+            cached.unpersist()
+
+    def _write(self, batch: DataFrame, batch_id: int) -> None:
         app_id = f"kappalake:{self.ctx.pipeline.name}:gold:{self.query_id}"
         base = self.high_water.before(batch_id)
         events = stamp(intake_rows(batch.where(F.size("_errors") == 0), self.ctx, self.key), self.ctx, base)
@@ -216,7 +229,8 @@ def start_gold(spark: SparkSession, ctx: RunContext, trigger: Trigger,
     _require_views(ctx)
     pipeline = ctx.pipeline
     key = pii_key(ctx)
-    parsed = parse_events(source_records(spark, ctx, pipeline.gold.source), pipeline.events)
+    decoder, schemas = decoder_for(spark, ctx)
+    parsed = parse_events(source_records(spark, ctx, pipeline.gold.source), pipeline.events, decoder)
     time_column = pipeline.events.time if pipeline.silver.dedupe_time == "event_time" else "kafka_timestamp"
     deduped = dedupe_within_watermark(with_dedupe_columns(parsed, pipeline.events.id, time_column),
                                       pipeline.silver.watermark)
@@ -232,7 +246,7 @@ def start_gold(spark: SparkSession, ctx: RunContext, trigger: Trigger,
         views[name] = ViewWriter(ctx, name, view, store, result)
     checkpoint = ctx.checkpoint_path("gold")
     writer = GoldBatchWriter(ctx, key, EventTimeHighWater(spark, checkpoint + "/_high_water"),
-                             run_generation(spark, checkpoint), views)
+                             run_generation(spark, checkpoint), views, schema_gate(ctx, schemas, f"{pipeline.name}.gold"))
     query = (deduped.writeStream.foreachBatch(writer).queryName(writer.query_name)
              .option("checkpointLocation", checkpoint)
              .trigger(**trigger.as_kwargs()).start())

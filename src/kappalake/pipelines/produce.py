@@ -12,6 +12,7 @@ from kappalake.errors import ConfigError, KappalakeError
 from kappalake.generator import GeneratorOptions, make_stream
 from kappalake.io.kafka.admin import TopicSpec, ensure_topics
 from kappalake.io.kafka.producer import EventProducer
+from kappalake.io.registry.serializers import value_encoder
 from kappalake.runtime.context import RunContext
 
 
@@ -29,9 +30,12 @@ class ProduceSummary:
 
 def produce(ctx: RunContext, *, events: int | None = None, rate: float | None = None, duration: float | None = None,
             options: GeneratorOptions = GeneratorOptions(), start_time: datetime | None = None,
-            events_per_second: float = 1000.0, on_progress: Callable[[int], None] | None = None) -> ProduceSummary:
+            events_per_second: float = 1000.0, on_progress: Callable[[int], None] | None = None,
+            record_format: str | None = None, evolve: bool = False) -> ProduceSummary:
     """Send ``events`` records (event times spaced at ``events_per_second``), or ``rate`` records/s for
-    ``duration`` seconds with wall-clock event times. Raises if any record was not delivered."""
+    ``duration`` seconds with wall-clock event times, in the pipeline's ``events.format`` (``record_format``
+    must match it when given; ``evolve``: Avro, a second schema version from the middle on). Raises if any
+    record was not delivered."""
     pipeline = ctx.pipeline
     if pipeline.generator is None:
         raise ConfigError(f"pipeline {pipeline.name!r} declares no generator (set generator: payments|iot)")
@@ -39,10 +43,15 @@ def produce(ctx: RunContext, *, events: int | None = None, rate: float | None = 
         raise ConfigError(f"pipeline {pipeline.name!r}: produce needs source.subscribe to name the topic")
     if (events is None) == (rate is None and duration is None) or (rate is None) != (duration is None):
         raise KappalakeError("give either --events N, or --rate R with --duration S")
+    if record_format is not None and record_format != pipeline.events.format:
+        raise ConfigError(f"--format {record_format}: pipeline {pipeline.name!r} reads {pipeline.events.format} "
+                          f"(events.format); produce for a pipeline that reads {record_format}, e.g. payments_"
+                          f"{record_format}" if record_format != "json" else "payments")
     topic = pipeline.source.subscribe[0]
     servers = ctx.bootstrap_servers()
     ensure_topics(servers, [TopicSpec(topic, pipeline.source.partitions)], ctx.kafka_options)
-    stream = make_stream(pipeline.generator, options)
+    total = events if events is not None else int((rate or 0) * (duration or 0))
+    stream = make_stream(pipeline.generator, options, value_encoder(ctx, topic, total // 2 if evolve else None))
     producer = EventProducer(servers, ctx.kafka_options)
     counts: Counter[str] = Counter()
     started = time.monotonic()
@@ -58,7 +67,6 @@ def produce(ctx: RunContext, *, events: int | None = None, rate: float | None = 
             on_progress(events % 5000)
     else:
         assert rate is not None and duration is not None
-        total = int(rate * duration)
         for i in range(total):
             due = started + i / rate
             delay = due - time.monotonic()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from pyspark.sql.streaming import StreamingQuery
 
 LAYERS = ("bronze", "silver", "gold")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -139,7 +141,8 @@ def _run(ctx: RunContext, layers: Sequence[str], trigger: Trigger, spark: SparkS
                              table=ctx.table_path(layer), checkpoint=ctx.checkpoint_path(layer), error=None,
                              pid=os.getpid(), live=None, metrics_port=run_monitor.port)
             queries.append(_start_layer(spark, ctx, layer, trigger))
-        _await(spark, queries, tracker, timeout, monitor, on_progress, until, stop)
+        restarts = SchemaRestarts(lambda layer: _start_layer(spark, ctx, layer, trigger), ctx.pipeline.name)
+        _await(spark, queries, tracker, timeout, monitor, on_progress, until, stop, restarts)
         if stop.requested:
             stop_after_current_batch(queries, stop)
     except Exception as exc:
@@ -211,7 +214,8 @@ def _stopped_message(ctx: RunContext, layers: Sequence[str], totals: dict[str, Q
 def _await(spark: SparkSession, queries: list[StreamingQuery], tracker: ProgressTracker,
            timeout: float | None, monitor: DataLossMonitor | None = None,
            on_progress: Callable[[ProgressTracker], None] | None = None,
-           until: Callable[[ProgressTracker], bool] | None = None, stop: StopRequest | None = None) -> None:
+           until: Callable[[ProgressTracker], bool] | None = None, stop: StopRequest | None = None,
+           restarts: SchemaRestarts | None = None) -> None:
     deadline = None if timeout is None else time.monotonic() + timeout
     while any(q.isActive for q in queries):
         if stop is not None and stop.requested:
@@ -223,18 +227,51 @@ def _await(spark: SparkSession, queries: list[StreamingQuery], tracker: Progress
             return
         if monitor is not None:
             monitor.observe(queries)
-        for query in queries:
+        for i, query in enumerate(queries):
             if query.exception() is not None:
-                raise query.exception()  # type: ignore[misc]
+                replaced = restarts.replace(query) if restarts is not None else None
+                if replaced is None:
+                    raise query.exception()  # type: ignore[misc]
+                queries[i] = replaced
         if deadline is not None and time.monotonic() > deadline:
             return
         # A query of an earlier run in this session that failed would make awaitAnyTermination raise its
         # exception again: forget it first (failures of these queries are read from query.exception()).
         spark.streams.resetTerminated()
         spark.streams.awaitAnyTermination(timeout=1)
-    for query in queries:
+    for i, query in enumerate(queries):
         if query.exception() is not None:
-            raise query.exception()  # type: ignore[misc]
+            replaced = restarts.replace(query) if restarts is not None else None
+            if replaced is None:
+                raise query.exception()  # type: ignore[misc]
+            queries[i] = replaced
+            _await(spark, queries, tracker, timeout, monitor, on_progress, until, stop, restarts)
+            return
+
+
+class SchemaRestarts:
+    """Restart a query that stopped on :class:`SchemaChanged` (records of a writer schema its decoding plan
+    lacks): its uncommitted batch runs again with the schema. At most ``limit`` restarts per layer and run."""
+
+    def __init__(self, start: Callable[[str], StreamingQuery], pipeline: str, limit: int = 50) -> None:
+        self.start = start
+        self.pipeline = pipeline
+        self.limit = limit
+        self.count: dict[str, int] = {}
+
+    def replace(self, query: StreamingQuery) -> StreamingQuery | None:
+        """The restarted query, or None when ``query`` failed for another reason (or too often)."""
+        from kappalake.io.registry.gate import SchemaChanged
+
+        raised = raised_kappalake_error(str(query.exception()))
+        layer = (query.name or "").rsplit(".", 1)[-1]
+        if not isinstance(raised, SchemaChanged) or layer not in LAYERS:
+            return None
+        self.count[layer] = self.count.get(layer, 0) + 1
+        if self.count[layer] > self.limit:
+            return None
+        log.info("%s", raised)
+        return self.start(layer)
 
 
 def _failure_message(exc: BaseException, ctx: RunContext | None = None) -> str:

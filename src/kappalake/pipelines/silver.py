@@ -20,6 +20,8 @@ from kappalake.io.delta.batch import append_idempotent, merge_insert_only, merge
 from kappalake.io.delta.stream import Trigger
 from kappalake.io.kafka.admin import TopicSpec, ensure_topics
 from kappalake.io.kafka.reader import read_kafka_stream, within_offsets
+from kappalake.io.registry.gate import SchemaGate, schema_gate
+from kappalake.io.registry.plans import decoder_for
 from kappalake.ops import batch_metrics
 from kappalake.ops.latency import event_time_quantiles, latency_after_commit
 from kappalake.pipelines.bronze import ensure_bronze_table
@@ -61,10 +63,11 @@ def pii_key(ctx: RunContext) -> bytes | None:
 class SilverBatchWriter(QueryBinding):
     """The ``foreachBatch`` function of the silver query."""
 
-    def __init__(self, ctx: RunContext, key: bytes | None) -> None:
+    def __init__(self, ctx: RunContext, key: bytes | None, gate: SchemaGate | None = None) -> None:
         super().__init__()
         self.ctx = ctx
         self.key = key
+        self.gate = gate
         self.query_name = f"{ctx.pipeline.name}.silver"
         self.quality = effective(ctx.pipeline.silver.expectations, ctx)
         self.validator = BatchValidator(self.quality, self.query_name)
@@ -78,8 +81,9 @@ class SilverBatchWriter(QueryBinding):
         pipeline = self.ctx.pipeline
         app_id = self.app_id
         quality = self.quality
-        batch = batch.persist()
+        cached = batch.persist()
         try:
+            batch = self.gate.resolve(cached, batch_id) if self.gate is not None else cached
             view = silver_view(batch, pipeline.events)
             valid = F.col(VALID)
             # One pass: valid/rejected counts, every expectation's failing rows, event-time quantiles.
@@ -122,7 +126,7 @@ class SilverBatchWriter(QueryBinding):
                 log.warning("%s batch %d: %d records dead-lettered (%d quarantined by expectations)",
                             self.query_name, batch_id, dead_count, measured.quarantined)
         finally:
-            batch.unpersist()
+            cached.unpersist()
 
 
 def publish_dead_letters(dead: DataFrame, ctx: RunContext, topic: str) -> None:
@@ -155,7 +159,8 @@ def start_silver(spark: SparkSession, ctx: RunContext, trigger: Trigger) -> Stre
     """Start the silver streaming query for ``ctx.pipeline``."""
     key = pii_key(ctx)
     pipeline = ctx.pipeline
-    parsed = parse_events(source_records(spark, ctx, pipeline.silver.source), pipeline.events)
+    decoder, schemas = decoder_for(spark, ctx)
+    parsed = parse_events(source_records(spark, ctx, pipeline.silver.source), pipeline.events, decoder)
     if pipeline.silver.mode == "append":
         time_column = pipeline.events.time if pipeline.silver.dedupe_time == "event_time" else "kafka_timestamp"
         parsed = dedupe_within_watermark(with_dedupe_columns(parsed, pipeline.events.id, time_column),
@@ -163,7 +168,7 @@ def start_silver(spark: SparkSession, ctx: RunContext, trigger: Trigger) -> Stre
     if pipeline.dead_letter.kafka_topic:
         ensure_topics(ctx.bootstrap_servers(), [TopicSpec(pipeline.dead_letter.kafka_topic, pipeline.source.partitions)],
                       ctx.kafka_options)
-    writer = SilverBatchWriter(ctx, key)
+    writer = SilverBatchWriter(ctx, key, schema_gate(ctx, schemas, f"{pipeline.name}.silver"))
     check_expressions(silver_view(parsed, pipeline.events), writer.quality, f"{pipeline.name} silver.expectations")
     query = (parsed.writeStream.foreachBatch(writer).queryName(writer.query_name)
              .option("checkpointLocation", ctx.checkpoint_path("silver"))

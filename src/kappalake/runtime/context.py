@@ -65,6 +65,10 @@ class RunContext:
         """Checkpoint of ``layer``; backfills use their own ``run`` name so the live query is untouched."""
         return f"{self._root()}/_checkpoints/{self.pipeline.name}/{layer}/{run or self.run}"
 
+    def schema_cache_path(self) -> str:
+        """Writer schemas this pipeline's queries fetched from the registry (shared by live runs and backfills)."""
+        return f"{self._root()}/_checkpoints/{self.pipeline.name}/_schemas"
+
     @property
     def runs_dir(self) -> Path:
         """Where run records go: per pipeline for the live run, per backfill run name for a backfill."""

@@ -1,0 +1,110 @@
+"""Build a query's decoder from its pipeline, the registry and the schema cache (the I/O side of decoding).
+
+At query start the plan holds every writer schema the cache knows and every version the registry lists
+for the topic's subject. When the registry does not answer, the job starts with the cached schemas only
+(a restart keeps running through a registry outage). A writer schema the reader schema cannot read is a
+clear error naming the subject, the version and the field.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from kappalake.config.formats import subject_for
+from kappalake.errors import ConfigError, KappalakeError
+from kappalake.formats.avro_compat import avro_incompatibilities
+from kappalake.formats.avro_schema import load_avsc, record_name
+from kappalake.io.registry.client import LOCAL_STACK, RegistrySchemas, RegistryUnavailable
+from kappalake.runtime.context import RunContext
+from kappalake.transforms.decode_avro import AvroPlan, decode_avro
+
+from pyspark.sql import DataFrame
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+log = logging.getLogger(__name__)
+Decoder = Callable[[DataFrame], DataFrame]
+
+
+class SchemaIncompatible(KappalakeError):
+    """A writer schema of the topic that the pipeline's reader schema cannot read."""
+
+
+def registry_url(ctx: RunContext) -> str | None:
+    """The target's registry URL (``local-stack``: the endpoint of ``kappalake stack up``)."""
+    config = ctx.target.schema_registry
+    if config is None:
+        return None
+    if config.url == LOCAL_STACK:
+        from kappalake.runtime.stack import SchemaRegistryEndpoint
+
+        return SchemaRegistryEndpoint(ctx.layout).url()
+    return config.url
+
+
+def schema_store(spark: SparkSession, ctx: RunContext) -> RegistrySchemas:
+    """The pipeline's schemas: cached under its checkpoints (``_schemas``), fetched from the target's registry."""
+    if ctx.pipeline.events.wire == "confluent" and ctx.target.schema_registry is None:
+        raise ConfigError(f"pipeline {ctx.pipeline.name!r} reads {ctx.pipeline.events.format} in the Confluent wire "
+                          f"format but target {ctx.target.name!r} has no schema_registry section")
+    return RegistrySchemas(spark, ctx.schema_cache_path(), ctx.target.schema_registry, registry_url(ctx))
+
+
+def subjects(ctx: RunContext, reader_name: str) -> list[str]:
+    """The subjects of the pipeline's topics under its naming strategy."""
+    strategy = ctx.pipeline.events.subject_strategy
+    return sorted({subject_for(strategy, topic, reader_name) for topic in ctx.pipeline.source.topics})
+
+
+def avro_plan(ctx: RunContext, store: RegistrySchemas | None) -> AvroPlan:
+    """The writer schemas known now (cache + registry), checked against the reader schema."""
+    avro = ctx.pipeline.events.avro
+    assert avro is not None
+    reader = load_avsc(Path(avro.schema_file))
+    reader_text = Path(avro.schema_file).read_text()
+    if avro.wire == "plain":
+        writer = Path(avro.writer_schema).read_text() if avro.writer_schema else reader_text
+        problems = avro_incompatibilities(reader_text, writer)
+        if problems:
+            raise SchemaIncompatible(f"pipeline {ctx.pipeline.name!r}: the writer schema {avro.writer_schema} "
+                                     f"cannot be read with the reader schema {avro.schema_file}: {'; '.join(problems)}")
+        return AvroPlan(reader=reader_text, wire="plain", plain_writer=writer)
+    assert store is not None
+    known = {s.id: s for s in store.cached().values() if s.schema_type == "AVRO"}
+    try:
+        for subject in subjects(ctx, record_name(reader)):
+            known.update({s.id: s for s in store.subject_versions(subject)})
+    except RegistryUnavailable as exc:
+        log.warning("pipeline %s: %s; starting with the %d cached writer schema(s)", ctx.pipeline.name, exc, len(known))
+    for schema in known.values():
+        problems = avro_incompatibilities(reader_text, schema.text)
+        if problems:
+            raise SchemaIncompatible(
+                f"pipeline {ctx.pipeline.name!r}: writer schema {schema.label} (id {schema.id}) cannot be read with "
+                f"the reader schema {avro.schema_file}: {'; '.join(problems)}. Make the change compatible "
+                "(a default for the new field, a widening type change) or move the pipeline to a new reader schema")
+    return AvroPlan(reader=reader_text, writers={i: s.text for i, s in known.items()},
+                    labels={i: s.label for i, s in known.items()})
+
+
+def decoder_for(spark: SparkSession, ctx: RunContext) -> tuple[Decoder | None, RegistrySchemas | None]:
+    """The pipeline's decoder (None: JSON, the default) and, for the Confluent wire format of Avro, the
+    schema store its batch writer resolves new ids with."""
+    events = ctx.pipeline.events
+    if events.format == "json":
+        return None, None
+    if events.format == "protobuf":
+        from kappalake.transforms.decode_protobuf import decode_protobuf
+
+        proto = events.protobuf
+        assert proto is not None
+        descriptor = Path(proto.descriptor).read_bytes()
+        fields = list(events.schema_)
+        return (lambda records: decode_protobuf(records, descriptor, proto.message, fields, proto.wire)), None
+    store = schema_store(spark, ctx) if events.wire == "confluent" else None
+    plan = avro_plan(ctx, store)
+    return (lambda records: decode_avro(records, plan)), store
