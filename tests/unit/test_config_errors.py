@@ -176,7 +176,7 @@ def test_unknown_pipeline_name_lists_the_defined_ones() -> None:
     message = str(info.value)
     assert "no pipeline named 'payment'" in message
     assert str(CONF / "pipelines") in message
-    assert "(defined: iot, payments)" in message
+    assert "(defined: iot, payments, payments_avro, payments_protobuf)" in message
 
 
 def test_missing_pipelines_folder() -> None:

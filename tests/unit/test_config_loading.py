@@ -92,7 +92,7 @@ def test_shipped_project_loads_for_every_target(target: str, env: dict[str, str]
     project = load_project(CONF, target, env=env)
     assert project.conf_dir == CONF
     assert project.target.name == target
-    assert sorted(project.pipelines) == ["iot", "payments"]
+    assert sorted(project.pipelines) == ["iot", "payments", "payments_avro", "payments_protobuf"]
     for name, pipeline in project.pipelines.items():
         assert pipeline.name == name
         assert pipeline.source.topics == [name]

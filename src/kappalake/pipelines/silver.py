@@ -107,8 +107,8 @@ class SilverBatchWriter(QueryBinding):
                              batch_id)
             elif self.ctx.replay:  # a backfill inserts only events the table does not hold yet
                 merge_insert_only(rows, silver_path, [pipeline.events.id], app_id, batch_id)
-            else:
-                append_idempotent(rows, silver_path, app_id, batch_id)
+            else:  # columns follow the events schema: a field new in an Avro reader schema is added
+                append_idempotent(rows, silver_path, app_id, batch_id, merge_schema=True)
             dead = dead_letters(view, quality, pipeline.name, pipeline.version)
             dlq_path = self.ctx.table_path("dead_letter")
             if self.ctx.replay and dead_count:

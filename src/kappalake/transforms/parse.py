@@ -85,6 +85,18 @@ def _present(errors: list[Column]) -> Column:
     return F.flatten(F.array(*[F.when(e.isNull(), empty).otherwise(F.array(e)) for e in errors]))
 
 
+def _with_schema_id(decoded: DataFrame) -> Column:
+    """The decoder's error, its message led by the record's schema id when it has one (for dead letters)."""
+    error = F.col("_decode_error")
+    if "_schema_id" not in decoded.columns:
+        return error
+    schema_id = F.col("_schema_id")
+    return F.when(error.isNotNull() & schema_id.isNotNull() & ~error["message"].startswith("schema id"), F.struct(
+        error["rule"].alias("rule"), error["field"].alias("field"),
+        F.concat(F.lit("schema id "), schema_id.cast("string"), F.lit(": "), error["message"]).alias("message"),
+    )).otherwise(error)
+
+
 def parse_events(records: DataFrame, events: EventsConfig,
                  decoder: Callable[[DataFrame], DataFrame] | None = None) -> DataFrame:
     """Add typed payload fields and ``_errors`` to ``records`` (key, value, topic, partition, offset,
@@ -122,7 +134,7 @@ def parse_events(records: DataFrame, events: EventsConfig,
             F.lit("payload of "), F.length(F.col("value")).cast("string"),
             F.lit(f" bytes exceeds events.max_bytes ({events.max_bytes})"))),
                ),
-        F.when(F.col("value").isNotNull() & size_ok, F.col("_decode_error")),
+        F.when(F.col("value").isNotNull() & size_ok, _with_schema_id(decoded)),
     ]
     field_checks = [check for name, spec in events.schema_.items()
                     for check in _field_checks(name, spec, raw_cols[name], F.col(field_column(name)))]

@@ -25,10 +25,13 @@ def table_exists(spark: SparkSession, path: str) -> bool:
 
 
 def append_idempotent(df: DataFrame, path: str, app_id: str, version: int,
-                      partition_by: Sequence[str] = ()) -> None:
-    """Append ``df`` to the Delta table at ``path`` unless (app_id, version) was committed already."""
+                      partition_by: Sequence[str] = (), merge_schema: bool = False) -> None:
+    """Append ``df`` to the Delta table at ``path`` unless (app_id, version) was committed already;
+    ``merge_schema`` adds columns ``df`` has and the table lacks (a field new in the reader schema)."""
     writer = (df.write.format("delta").mode("append").option("txnAppId", app_id)
               .option("txnVersion", version))
+    if merge_schema:
+        writer = writer.option("mergeSchema", "true")
     if partition_by:
         writer = writer.partitionBy(*partition_by)
     writer.save(path)
