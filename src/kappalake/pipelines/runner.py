@@ -27,6 +27,8 @@ from kappalake.config.durations import parse_seconds
 from kappalake.ops.maintenance.delta_tables import LOG_RETENTION_DEFAULT, interval
 from kappalake.runtime.spark import build_spark, require_connectors
 
+from pyspark.errors import StreamingQueryException
+
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
     from pyspark.sql.streaming import StreamingQuery
@@ -238,7 +240,10 @@ def _await(spark: SparkSession, queries: list[StreamingQuery], tracker: Progress
         # A query of an earlier run in this session that failed would make awaitAnyTermination raise its
         # exception again: forget it first (failures of these queries are read from query.exception()).
         spark.streams.resetTerminated()
-        spark.streams.awaitAnyTermination(timeout=1)
+        try:
+            spark.streams.awaitAnyTermination(timeout=1)
+        except StreamingQueryException:
+            pass  # the loop reads the failure from query.exception(): a restart, or raised there
     for i, query in enumerate(queries):
         if query.exception() is not None:
             replaced = restarts.replace(query) if restarts is not None else None

@@ -42,7 +42,9 @@ def registry_url(ctx: RunContext) -> str | None:
     if config.url == LOCAL_STACK:
         from kappalake.runtime.stack import SchemaRegistryEndpoint
 
-        return SchemaRegistryEndpoint(ctx.layout).url()
+        endpoint = SchemaRegistryEndpoint(ctx.layout)
+        # stopped: its last address, so a job starts on its cached schemas and retries there
+        return endpoint.last_url() or endpoint.url()
     return config.url
 
 

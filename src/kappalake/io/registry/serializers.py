@@ -17,7 +17,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from kappalake.errors import ConfigError
+from kappalake.errors import ConfigError, KappalakeError
 from kappalake.io.registry.client import client_conf
 from kappalake.runtime.context import RunContext
 
@@ -47,7 +47,18 @@ def avro_value(payload: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any
     return record
 
 
-def _registry(ctx: RunContext) -> Any:
+def _guarded(serialize: Encode, url: str, topic: str) -> Encode:
+    """``serialize``, its registry failures (unreachable, incompatible schema) as one clear KappalakeError."""
+    def encode(payload: dict[str, Any]) -> bytes:
+        try:
+            return serialize(payload)
+        except Exception as exc:  # httpx transport errors, SchemaRegistryError, SerializationError
+            raise KappalakeError(f"{topic}: writing with the schema registry at {url} failed: "
+                                 f"{type(exc).__name__}: {exc}") from None
+    return encode
+
+
+def _registry(ctx: RunContext) -> tuple[Any, str]:
     from confluent_kafka.schema_registry import SchemaRegistryClient
 
     from kappalake.io.registry.plans import registry_url
@@ -58,7 +69,7 @@ def _registry(ctx: RunContext) -> Any:
                           "needs one")
     url = registry_url(ctx)
     assert url is not None
-    return SchemaRegistryClient(client_conf(config, url))
+    return SchemaRegistryClient(client_conf(config, url)), url
 
 
 def _strategy(name: str) -> Any:
@@ -90,7 +101,7 @@ def avro_encoder(ctx: RunContext, topic: str, evolve_after: int | None = None) -
         return plain
     from confluent_kafka.schema_registry.avro import AvroSerializer
 
-    client = _registry(ctx)
+    client, url = _registry(ctx)
     conf = {"auto.register.schemas": True, "subject.name.strategy": _strategy(ctx.pipeline.events.subject_strategy)}
     serializers = [(schema, AvroSerializer(client, json.dumps(schema), conf=conf)) for schema in versions]
     where = SerializationContext(topic, MessageField.VALUE)
@@ -101,7 +112,7 @@ def avro_encoder(ctx: RunContext, topic: str, evolve_after: int | None = None) -
         schema, serializer = serializers[-1 if evolve_after is None or sent >= evolve_after else 0]
         sent += 1
         return serializer(avro_value(payload, schema), where)
-    return confluent
+    return _guarded(confluent, url, topic)
 
 
 def protobuf_encoder(ctx: RunContext, topic: str) -> Encode:
@@ -133,11 +144,12 @@ def protobuf_encoder(ctx: RunContext, topic: str) -> Encode:
     from confluent_kafka.schema_registry.protobuf import ProtobufSerializer
     from confluent_kafka.serialization import MessageField, SerializationContext
 
-    serializer = ProtobufSerializer(message_class, _registry(ctx), conf={
+    client, url = _registry(ctx)
+    serializer = ProtobufSerializer(message_class, client, conf={
         "auto.register.schemas": True, "use.deprecated.format": False,
         "subject.name.strategy": _strategy(ctx.pipeline.events.subject_strategy)})
     where = SerializationContext(topic, MessageField.VALUE)
-    return lambda payload: serializer(message(payload), where)
+    return _guarded(lambda payload: serializer(message(payload), where), url, topic)
 
 
 def value_encoder(ctx: RunContext, topic: str, evolve_after: int | None = None) -> Encode | None:

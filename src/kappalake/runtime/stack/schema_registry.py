@@ -134,6 +134,15 @@ class SchemaRegistryEndpoint:
                                  f"{self.log_file}:\n{log_tail(self.log_file)}")
             time.sleep(0.1)
 
+    def last_url(self) -> str | None:
+        """Where the endpoint listens, or listened last (a job that starts while it is stopped keeps that
+        address and retries it); None when it never ran in this data dir."""
+        status = self.status()
+        if status.url:
+            return status.url
+        port = self._last_port()
+        return f"http://127.0.0.1:{port}" if port else None
+
     def _last_port(self) -> int | None:
         try:
             return int(self.port_file.read_text().strip())
