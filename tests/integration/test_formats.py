@@ -168,6 +168,7 @@ def test_each_bad_protobuf_record_is_dead_lettered_with_its_reason(cli: Cli) -> 
         "json_bytes": (b'{"event_id": "x"}', "magic_byte"),
         "garbage": (header + b"\x00" + b"\xff\xff\xff\xff\xff\xff", "protobuf"),
         "other_message_index": (header + b"\x02\x06" + b"\x0a\x01x", "message_index"),
+        "unregistered_id": (b"\x00" + struct.pack(">I", 99999) + b"\x00" + b"\x0a\x01x", "unknown_schema_id"),
     }
     send(cli, "payments_protobuf", [value for value, _ in bad.values()])
 

@@ -111,14 +111,17 @@ def test_arrays_maps_fixed_and_nested_types() -> None:
         "field 'h': writer fixed G cannot be read as reader fixed H")
 
 
-def test_logical_types_follow_underlying_types() -> None:
+def test_logical_types_follow_underlying_types_unless_both_sides_have_one() -> None:
     decimal = {"type": "bytes", "logicalType": "decimal", "precision": 12, "scale": 2}
     millis = {"type": "long", "logicalType": "timestamp-millis"}
     date = {"type": "int", "logicalType": "date"}
     assert avro_incompatibilities(record("R", f("x", decimal)), record("R", f("x", "bytes"))) == []
-    assert avro_incompatibilities(record("R", f("x", millis)), record("R", f("x", date))) == []  # int -> long
+    assert avro_incompatibilities(record("R", f("x", millis)), record("R", f("x", "int"))) == []  # int -> long
+    # days read as milliseconds would be wrong values, although int promotes to long
+    assert avro_incompatibilities(record("R", f("x", millis)), record("R", f("x", date))) == [
+        "field 'x': writer type int as date cannot be read as reader type long as timestamp-millis"]
     assert avro_incompatibilities(record("R", f("x", date)), record("R", f("x", millis))) == [
-        "field 'x': writer type long cannot be read as reader type int"]
+        "field 'x': writer type long as timestamp-millis cannot be read as reader type int as date"]
 
 
 def test_named_type_references_and_recursion() -> None:
@@ -178,3 +181,20 @@ def test_level_messages_name_the_version_and_direction() -> None:
                        "writer schema and has no default in the reader schema"]
     with pytest.raises(ValueError, match="unknown compatibility level 'SIDEWAYS'"):
         check_compatibility("sideways", V1, [V1])
+
+
+def test_logical_types_must_agree_where_both_sides_have_one() -> None:
+    from kappalake.formats.avro_compat import avro_incompatibilities
+
+    def record(amount: dict, at: dict) -> dict:
+        return {"type": "record", "name": "P", "fields": [{"name": "amount", "type": amount},
+                                                          {"name": "at", "type": at}]}
+    cents = {"type": "bytes", "logicalType": "decimal", "precision": 12, "scale": 2}
+    millis = {"type": "long", "logicalType": "timestamp-millis"}
+    reader = record(cents, millis)
+    assert avro_incompatibilities(reader, reader) == []
+    problems = avro_incompatibilities(reader, record({**cents, "scale": 3}, {**millis, "logicalType": "timestamp-micros"}))
+    assert problems == ["field 'amount': writer type bytes as decimal(12,3) cannot be read as reader type bytes as "
+                        "decimal(12,2)", "field 'at': writer type long as timestamp-micros cannot be read as reader "
+                        "type long as timestamp-millis"], problems
+    assert avro_incompatibilities(reader, record("bytes", "long")) == []  # no logical type on the writer: by base type

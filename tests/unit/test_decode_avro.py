@@ -102,3 +102,42 @@ def test_plain_avro_reads_with_the_writer_schema_from_a_file(spark) -> None:
     rows = {r["offset"]: r for r in decode_avro(records, plan).collect()}
     assert rows[0]["_raw"]["channel"] == "unknown" and rows[0]["_decode_error"] is None
     assert rows[1]["_decode_error"]["rule"] == "avro" and rows[1]["_schema_id"] is None
+
+
+def test_widened_and_removed_fields_resolve_with_the_reader_schema(spark) -> None:
+    """An int written, a long read; a float written, a double read; an optional field the reader dropped."""
+    writer = {"type": "record", "name": "Reading", "fields": [
+        {"name": "id", "type": "string"}, {"name": "count", "type": "int"}, {"name": "level", "type": "float"},
+        {"name": "comment", "type": ["null", "string"], "default": None}]}
+    reader = {"type": "record", "name": "Reading", "fields": [
+        {"name": "id", "type": "string"}, {"name": "count", "type": "long"}, {"name": "level", "type": "double"}]}
+    plan = AvroPlan(reader=json.dumps(reader), writers={5: json.dumps(writer)})
+    value = avro(writer, {"id": "r-1", "count": 2 ** 31 - 1, "level": 0.5, "comment": "gone"}, 5)
+    row = decode_avro(spark.createDataFrame([(0, value)], "offset long, value binary"), plan).first()
+    assert row["_decode_error"] is None
+    assert row["_raw"].asDict() == {"id": "r-1", "count": 2 ** 31 - 1, "level": 0.5}
+
+
+def test_a_header_with_the_high_bit_set_is_a_negative_id_not_an_overflow(spark) -> None:
+    value = b"\x00\xff\xff\xff\xff" + b"\x02"
+    row = decode_avro(spark.createDataFrame([(0, value)], "offset long, value binary"), PLAN).first()
+    assert row["_schema_id"] == -1 and row["_decode_error"]["rule"] == UNRESOLVED
+
+
+def test_ids_the_plan_rejects_are_dead_lettered_with_the_reason(spark) -> None:
+    plan = AvroPlan(reader=PLAN.reader, writers=PLAN.writers, rejected={9: "schema id 9 (other-value v1) cannot be read"})
+    value = avro(READER, {**EVENT, "channel": "web"}, 9)
+    row = decode_avro(spark.createDataFrame([(0, value)], "offset long, value binary"), plan).first()
+    assert row["_decode_error"]["rule"] == "incompatible_schema"
+    assert row["_decode_error"]["message"] == "schema id 9 (other-value v1) cannot be read"
+
+
+def test_mark_unknown_ids_leaves_known_ids_and_decode_errors_alone(spark) -> None:
+    from kappalake.transforms.decode_avro import mark_unknown_ids
+
+    frame = spark.createDataFrame([(0, 1, None), (1, 2, None), (2, 2, ("protobuf", None, "bad")), (3, None, None)],
+                                  "offset long, _schema_id int, "
+                                  "_decode_error struct<rule:string,field:string,message:string>")
+    rows = {r["offset"]: r["_decode_error"] for r in mark_unknown_ids(frame, {1}).collect()}
+    assert rows[0] is None and rows[3] is None and rows[2]["rule"] == "protobuf"
+    assert rows[1]["rule"] == UNRESOLVED and rows[1]["message"] == "schema id 2 is not known to this query"

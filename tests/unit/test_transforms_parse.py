@@ -67,6 +67,7 @@ PAYMENT_CASES: dict[str, bytes | None] = {
     "two_objects": payment() + payment(amount=-1),
     "two_objects_spaced": payment() + b" \n" + payment(),
     "object_then_brace": payment() + b"}",
+    "trailing_newline": payment() + b"\r\n",
     "number": b"42",
     "string": b'"hello"',
     "json_null": b"null",

@@ -69,7 +69,12 @@ class _Parser:
         if kind == "map":
             return {"type": "map", "values": self.parse(schema["values"], namespace)}
         if kind not in ("record", "error", "enum", "fixed"):
-            return self.parse(kind, namespace)  # {"type": "long", "logicalType": ...} or a nested type
+            base = self.parse(kind, namespace)  # {"type": "long", "logicalType": ...} or a nested type
+            logical = schema.get("logicalType")
+            if isinstance(base, str) and logical:  # "bytes#decimal(12,2)", "long#timestamp-millis"
+                params = f"({schema.get('precision')},{schema.get('scale', 0)})" if logical == "decimal" else ""
+                return f"{base}#{logical}{params}"
+            return base
         name = _full(schema["name"], schema.get("namespace", namespace))
         space = name.rpartition(".")[0] or None
         node: dict[str, Any] = {"type": "record" if kind == "error" else kind, "name": name,
@@ -99,12 +104,21 @@ def _parse(schema: Any) -> Node:
 
 def _describe(node: Node) -> str:
     if isinstance(node, str):
-        return node
+        return node.replace("#", " as ")
     if isinstance(node, list):
         return "union [" + ", ".join(_describe(b) for b in node) + "]"
     if "name" in node:
         return f"{node['type']} {node['name']}"
     return node["type"]
+
+
+def _primitives_match(reader: str, writer: str) -> bool:
+    """Same type or an Avro promotion. Logical types on both sides must be equal: a decimal of another
+    scale or precision, or timestamp-micros read as -millis, would decode to wrong values."""
+    if "#" in reader and "#" in writer:
+        return reader == writer
+    reader_base, writer_base = reader.split("#")[0], writer.split("#")[0]
+    return reader_base == writer_base or (writer_base, reader_base) in PROMOTIONS
 
 
 class _Resolver:
@@ -120,8 +134,7 @@ class _Resolver:
                 return []
             return [f"{where}: writer type {_describe(writer)} cannot be read as reader type {_describe(reader)}"]
         if isinstance(reader, str) or isinstance(writer, str):
-            if isinstance(reader, str) and isinstance(writer, str) and (reader == writer
-                                                                        or (writer, reader) in PROMOTIONS):
+            if isinstance(reader, str) and isinstance(writer, str) and _primitives_match(reader, writer):
                 return []
             return [f"{where}: writer type {_describe(writer)} cannot be read as reader type {_describe(reader)}"]
         kind = reader["type"]

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 from typing import Any
+
+# The runner's thread and batch threads (a query waiting on the schema registry) update one record.
+_WRITE = threading.Lock()
 
 
 def run_record_path(runs_dir: Path, layer: str) -> Path:
@@ -13,14 +17,15 @@ def run_record_path(runs_dir: Path, layer: str) -> Path:
 
 
 def write_run_record(runs_dir: Path, layer: str, **fields: Any) -> None:
-    """Merge ``fields`` into the layer's record (atomic replace)."""
+    """Merge ``fields`` into the layer's record (atomic replace; one writer at a time in this process)."""
     path = run_record_path(runs_dir, layer)
     path.parent.mkdir(parents=True, exist_ok=True)
-    record = read_run_record(runs_dir, layer) or {}
-    record.update(fields, updated_at=time.time())
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=1, default=str))
-    tmp.replace(path)
+    with _WRITE:
+        record = read_run_record(runs_dir, layer) or {}
+        record.update(fields, updated_at=time.time())
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(record, indent=1, default=str))
+        tmp.replace(path)
 
 
 def read_run_record(runs_dir: Path, layer: str) -> dict[str, Any] | None:

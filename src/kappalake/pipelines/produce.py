@@ -44,9 +44,9 @@ def produce(ctx: RunContext, *, events: int | None = None, rate: float | None = 
     if (events is None) == (rate is None and duration is None) or (rate is None) != (duration is None):
         raise KappalakeError("give either --events N, or --rate R with --duration S")
     if record_format is not None and record_format != pipeline.events.format:
+        example = "payments" if record_format == "json" else f"payments_{record_format}"
         raise ConfigError(f"--format {record_format}: pipeline {pipeline.name!r} reads {pipeline.events.format} "
-                          f"(events.format); produce for a pipeline that reads {record_format}, e.g. payments_"
-                          f"{record_format}" if record_format != "json" else "payments")
+                          f"(events.format); produce for a pipeline that reads {record_format}, e.g. {example}")
     topic = pipeline.source.subscribe[0]
     servers = ctx.bootstrap_servers()
     ensure_topics(servers, [TopicSpec(topic, pipeline.source.partitions)], ctx.kafka_options)

@@ -256,24 +256,29 @@ def _await(spark: SparkSession, queries: list[StreamingQuery], tracker: Progress
 
 class SchemaRestarts:
     """Restart a query that stopped on :class:`SchemaChanged` (records of a writer schema its decoding plan
-    lacks): its uncommitted batch runs again with the schema. At most ``limit`` restarts per layer and run."""
+    lacks): its uncommitted batch runs again with the schema. At most ``limit`` restarts of a layer within
+    ``window`` seconds (a loop guard; new schema versions arrive far apart)."""
 
-    def __init__(self, start: Callable[[str], StreamingQuery], pipeline: str, limit: int = 50) -> None:
+    def __init__(self, start: Callable[[str], StreamingQuery], pipeline: str, limit: int = 10,
+                 window: float = 600.0) -> None:
         self.start = start
         self.pipeline = pipeline
         self.limit = limit
-        self.count: dict[str, int] = {}
+        self.window = window
+        self.times: dict[str, list[float]] = {}
 
     def replace(self, query: StreamingQuery) -> StreamingQuery | None:
-        """The restarted query, or None when ``query`` failed for another reason (or too often)."""
+        """The restarted query, or None when ``query`` failed for another reason (or restarts too often)."""
         from kappalake.io.registry.gate import SchemaChanged
 
         raised = raised_kappalake_error(str(query.exception()))
         layer = (query.name or "").rsplit(".", 1)[-1]
         if not isinstance(raised, SchemaChanged) or layer not in LAYERS:
             return None
-        self.count[layer] = self.count.get(layer, 0) + 1
-        if self.count[layer] > self.limit:
+        now = time.monotonic()
+        recent = [t for t in self.times.get(layer, []) if now - t < self.window] + [now]
+        self.times[layer] = recent
+        if len(recent) > self.limit:
             return None
         log.info("%s", raised)
         return self.start(layer)

@@ -37,6 +37,9 @@ class AvroPlan:
     wire: str = "confluent"
     plain_writer: str | None = None
     labels: dict[int, str] = field(default_factory=dict)
+    #: Ids whose records are dead-lettered with this reason (a schema of another subject the reader
+    #: schema cannot read, or not an Avro schema at all).
+    rejected: dict[int, str] = field(default_factory=dict)
 
 
 def _from_avro(payload: Column, writer: str, reader: str) -> Column:
@@ -46,8 +49,11 @@ def _from_avro(payload: Column, writer: str, reader: str) -> Column:
 
 
 def schema_id_of(value: Column) -> Column:
-    """The 4-byte big-endian schema id after the magic byte (null when the payload is shorter)."""
-    return F.when(F.length(value) >= 5, F.conv(F.hex(F.substring(value, 2, 4)), 16, 10).cast("long").cast("int"))
+    """The 4-byte big-endian schema id after the magic byte, a signed int as Java reads it (null when the
+    payload is shorter): a corrupt header with the high bit set gives a negative id, never an overflow."""
+    unsigned = F.conv(F.hex(F.substring(value, 2, 4)), 16, 10).cast("long")
+    signed = F.when(unsigned >= F.lit(2 ** 31), unsigned - F.lit(2 ** 32)).otherwise(unsigned)
+    return F.when(F.length(value) >= 5, signed.cast("int"))
 
 
 def has_magic_byte(value: Column) -> Column:
@@ -75,7 +81,7 @@ def decode_avro(records: DataFrame, plan: AvroPlan) -> DataFrame:
     if decoded is None:  # no writer schema known yet: every record waits for the registry
         decoded = F.lit(None).cast(_reader_type(records, plan.reader))
     known = schema_id.isin(list(plan.writers)) if plan.writers else F.lit(False)
-    label = F.element_at(F.create_map(*[x for i, text in sorted(plan.labels.items()) for x in (F.lit(i), F.lit(text))]),
+    label = F.try_element_at(F.create_map(*[x for i, text in sorted(plan.labels.items()) for x in (F.lit(i), F.lit(text))]),
                          schema_id) if plan.labels else F.lit(None).cast("string")
     id_text = F.concat(F.lit("schema id "), schema_id.cast("string"),
                        F.coalesce(F.concat(F.lit(" ("), label, F.lit(")")), F.lit("")))
@@ -84,12 +90,20 @@ def decode_avro(records: DataFrame, plan: AvroPlan) -> DataFrame:
                  F.lit("payload does not start with the Confluent wire format header (magic byte 0 and a 4-byte "
                        "schema id): first byte 0x"), F.coalesce(F.hex(F.substring(value, 1, 1)), F.lit("")),
                  F.lit(", "), F.length(value).cast("string"), F.lit(" bytes"))))
+             .when(_rejected_reason(plan).isNotNull(), decode_error("incompatible_schema", _rejected_reason(plan)))
              .when(~known, decode_error(UNRESOLVED, F.concat(id_text, F.lit(" is not known to this query"))))
              .when(_corrupt(plan.reader), decode_error("avro", F.concat(
                  id_text, F.lit(": payload does not decode with this writer schema (corrupt or truncated Avro)")))))
     with_id = records.withColumn("_schema_id", F.when(has_magic_byte(value), schema_id_of(value)))
     return (with_id.withColumn("_raw", F.when(has_magic_byte(value), decoded))
             .withColumn("_decode_error", error))
+
+
+def _rejected_reason(plan: AvroPlan) -> Column:
+    if not plan.rejected:
+        return F.lit(None).cast("string")
+    reasons = F.create_map(*[x for i, reason in sorted(plan.rejected.items()) for x in (F.lit(i), F.lit(reason))])
+    return F.try_element_at(reasons, F.col("_schema_id"))
 
 
 def _corrupt(reader: str) -> Column:
@@ -107,3 +121,14 @@ def _reader_type(records: DataFrame, reader: str) -> str:
     """The Spark type ``from_avro`` gives the reader schema (asked of the JVM without reading data)."""
     probe = records.sparkSession.range(0).select(_from_avro(F.lit(b"").cast("binary"), reader, reader).alias("r"))
     return probe.schema["r"].dataType.simpleString()
+
+
+def mark_unknown_ids(decoded: DataFrame, known: set[int]) -> DataFrame:
+    """For a decoder that does not need the writer schema (Protobuf parses with the pipeline's descriptor):
+    a record that decoded but whose schema id is not in ``known`` is marked :data:`UNRESOLVED`, so the
+    batch writer resolves it like an Avro id (restart, dead letter, or wait for the registry)."""
+    schema_id = F.col("_schema_id")
+    unknown = F.col("_decode_error").isNull() & schema_id.isNotNull() & ~schema_id.isin(sorted(known))
+    return decoded.withColumn("_decode_error", F.when(unknown, decode_error(UNRESOLVED, F.concat(
+        F.lit("schema id "), schema_id.cast("string"), F.lit(" is not known to this query")))).otherwise(
+        F.col("_decode_error")))

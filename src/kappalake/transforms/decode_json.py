@@ -40,10 +40,10 @@ def decode_json(records: DataFrame, events: EventsConfig) -> DataFrame:
                          {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT, **strict})
     df = records.withColumn("_wrapped", parsed)
     envelope = F.col("_wrapped")
-    # One object and nothing after it: the wrapper parsed, its sentinel is there, the payload is an object.
+    # One object and nothing after it but whitespace: the wrapper parsed, its sentinel is there, the payload
+    # is an object (an array, a string or a number in "e" does not fit the struct).
     json_ok = (envelope.isNotNull() & envelope.getField(CORRUPT).isNull()
-               & envelope.getField(_SENTINEL).isNotNull() & envelope.getField(_WRAPPED).isNotNull()
-               & F.rtrim(text).endswith("}"))
+               & envelope.getField(_SENTINEL).isNotNull() & envelope.getField(_WRAPPED).isNotNull())
     error = (F.when(F.col("value").isNull(), F.lit(None))
              .when(~F.is_valid_utf8(text), decode_error("encoding", F.lit("payload is not valid UTF-8")))
              .when(~json_ok, decode_error("json", F.concat(F.lit("payload is not a JSON object: "),

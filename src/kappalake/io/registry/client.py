@@ -68,12 +68,18 @@ def client_conf(config: SchemaRegistryConfig, url: str, env: dict[str, str] | No
     return conf
 
 
+#: Registry error codes that answer "no such subject / version / schema".
+NOT_FOUND_CODES = (40401, 40402, 40403)
+
+
 def _unavailable(exc: Exception) -> bool:
-    """A transport failure or a server error (not an answer about the schema)."""
+    """A transport failure, a server error, or a 404 without a registry error code (a wrong URL path answers
+    404 for everything: that must pause the job, not dead-letter every record) -- not an answer about the
+    schema."""
     from confluent_kafka.schema_registry.error import SchemaRegistryError
 
     if isinstance(exc, SchemaRegistryError):
-        return exc.http_status_code >= 500 or exc.http_status_code in (401, 403, 408, 429)
+        return exc.http_status_code != 404 or exc.error_code not in NOT_FOUND_CODES
     return True
 
 
@@ -134,7 +140,14 @@ class RegistrySchemas:
         if schema_id in self._memory or schema_id in self.cached():
             return self._memory[schema_id]
         found = self._call(f"schema id {schema_id}", self._registry().get_schema, schema_id)
-        return self._remember(WriterSchema(schema_id, found.schema_type or "AVRO", found.schema_str))
+        subject, version = None, None
+        try:  # the subject and version it was registered under, for messages (best effort)
+            pairs = self._call(f"versions of schema id {schema_id}", self._registry().get_schema_versions, schema_id)
+            if pairs:
+                subject, version = pairs[0].subject, pairs[0].version
+        except SchemaNotFound:
+            pass
+        return self._remember(WriterSchema(schema_id, found.schema_type or "AVRO", found.schema_str, subject, version))
 
     def subject_versions(self, subject: str) -> list[WriterSchema]:
         """Every registered version of ``subject`` (cached as they arrive); [] for an unknown subject."""

@@ -40,13 +40,15 @@ class SchemaGate:
 
     def __init__(self, schemas: RegistrySchemas, query_name: str, retry_seconds: float,
                  stopping: Callable[[], bool] = lambda: False,
-                 on_wait: Callable[[str | None], None] = lambda _: None) -> None:
+                 on_wait: Callable[[str | None], None] = lambda _: None, schema_type: str = "AVRO") -> None:
         self.schemas = schemas
+        self.schema_type = schema_type
         self.query_name = query_name
         self.retry_seconds = retry_seconds
         self.stopping = stopping
         self.on_wait = on_wait
-        self.missing: set[int] = set()
+        #: Ids that will not decode, with the reason their records are dead-lettered.
+        self.missing: dict[int, str] = {}
 
     def resolve(self, batch: DataFrame, batch_id: int) -> DataFrame:
         """``batch`` (parsed, with ``_errors`` and ``_schema_id``) with unresolved ids settled; raises
@@ -59,10 +61,9 @@ class SchemaGate:
         if new:
             raise SchemaChanged(f"{self.query_name} batch {batch_id}: records of writer schema id(s) "
                                 f"{', '.join(map(str, new))} arrived; restarting the query with them")
-        reason = F.array(F.struct(
-            F.lit("unknown_schema_id").alias("rule"), F.lit(None).cast("string").alias("field"),
-            F.concat(F.lit("schema id "), F.col("_schema_id").cast("string"),
-                     F.lit(f" is not registered in the schema registry {self.schemas.url}")).alias("message")))
+        reasons = F.create_map(*[x for i in ids for x in (F.lit(i), F.lit(self.missing[i]))])
+        reason = F.array(F.struct(F.lit("unknown_schema_id").alias("rule"), F.lit(None).cast("string").alias("field"),
+                                  F.try_element_at(reasons, F.col("_schema_id")).alias("message")))
         return batch.withColumn("_errors", F.when(unresolved, reason).otherwise(F.col("_errors")))
 
     def _registered(self, schema_id: int, batch_id: int) -> bool:
@@ -71,14 +72,19 @@ class SchemaGate:
         waited = 0.0
         while True:
             try:
-                self.schemas.get(schema_id)
+                found = self.schemas.get(schema_id)
+                if found.schema_type != self.schema_type:
+                    self.missing[schema_id] = (f"schema id {schema_id} ({found.label}) is a {found.schema_type} "
+                                               f"schema, not {self.schema_type}")
+                    return False
                 if waited:
                     log.warning("%s batch %d: schema registry answers again after %.0f s; schema id %d found",
                                 self.query_name, batch_id, waited, schema_id)
                     self.on_wait(None)
                 return True
             except SchemaNotFound:
-                self.missing.add(schema_id)
+                self.missing[schema_id] = (f"schema id {schema_id} is not registered in the schema registry "
+                                           f"{self.schemas.url}")
                 self.on_wait(None)
                 log.warning("%s batch %d: schema id %d is not registered; its records go to the dead-letter "
                             "table", self.query_name, batch_id, schema_id)
@@ -105,4 +111,5 @@ def schema_gate(ctx: RunContext, schemas: RegistrySchemas | None, query_name: st
     layer = query_name.rsplit(".", 1)[-1]
     registry = ctx.target.schema_registry
     return SchemaGate(schemas, query_name, registry.retry_seconds if registry else 5.0, stopping=stop_requested,
-                      on_wait=lambda status: write_run_record(ctx.runs_dir, layer, waiting=status))
+                      on_wait=lambda status: write_run_record(ctx.runs_dir, layer, waiting=status),
+                      schema_type=ctx.pipeline.events.format.upper())

@@ -19,7 +19,7 @@ from kappalake.formats.avro_compat import avro_incompatibilities
 from kappalake.formats.avro_schema import load_avsc, record_name
 from kappalake.io.registry.client import LOCAL_STACK, RegistrySchemas, RegistryUnavailable
 from kappalake.runtime.context import RunContext
-from kappalake.transforms.decode_avro import AvroPlan, decode_avro
+from kappalake.transforms.decode_avro import AvroPlan, decode_avro, mark_unknown_ids
 
 from pyspark.sql import DataFrame
 
@@ -76,21 +76,45 @@ def avro_plan(ctx: RunContext, store: RegistrySchemas | None) -> AvroPlan:
                                      f"cannot be read with the reader schema {avro.schema_file}: {'; '.join(problems)}")
         return AvroPlan(reader=reader_text, wire="plain", plain_writer=writer)
     assert store is not None
-    known = {s.id: s for s in store.cached().values() if s.schema_type == "AVRO"}
+    own = subjects(ctx, record_name(reader))
+    known = store.cached()
     try:
-        for subject in subjects(ctx, record_name(reader)):
+        for subject in own:
             known.update({s.id: s for s in store.subject_versions(subject)})
     except RegistryUnavailable as exc:
         log.warning("pipeline %s: %s; starting with the %d cached writer schema(s)", ctx.pipeline.name, exc, len(known))
+    writers: dict[int, str] = {}
+    rejected: dict[int, str] = {}
     for schema in known.values():
+        if schema.schema_type != "AVRO":
+            rejected[schema.id] = f"schema id {schema.id} ({schema.label}) is a {schema.schema_type} schema, not Avro"
+            continue
         problems = avro_incompatibilities(reader_text, schema.text)
-        if problems:
+        if not problems:
+            writers[schema.id] = schema.text
+            continue
+        message = (f"writer schema {schema.label} (id {schema.id}) cannot be read with the reader schema "
+                   f"{avro.schema_file}: {'; '.join(problems)}")
+        if schema.subject in own:  # the topic's own subject took an incompatible version: stop, say why
             raise SchemaIncompatible(
-                f"pipeline {ctx.pipeline.name!r}: writer schema {schema.label} (id {schema.id}) cannot be read with "
-                f"the reader schema {avro.schema_file}: {'; '.join(problems)}. Make the change compatible "
-                "(a default for the new field, a widening type change) or move the pipeline to a new reader schema")
-    return AvroPlan(reader=reader_text, writers={i: s.text for i, s in known.items()},
+                f"pipeline {ctx.pipeline.name!r}: {message}. Make the change compatible (a default for the new "
+                "field, a widening type change) or move the pipeline to a new reader schema")
+        rejected[schema.id] = message  # a stray record of another subject: dead-lettered with this reason
+    return AvroPlan(reader=reader_text, writers=writers, rejected=rejected,
                     labels={i: s.label for i, s in known.items()})
+
+
+def protobuf_known_ids(ctx: RunContext, store: RegistrySchemas) -> set[int]:
+    """Ids of the Protobuf schemas the cache and the topic's subjects know now."""
+    proto = ctx.pipeline.events.protobuf
+    assert proto is not None
+    known = {i for i, s in store.cached().items() if s.schema_type == "PROTOBUF"}
+    try:
+        for subject in subjects(ctx, proto.message):
+            known.update(s.id for s in store.subject_versions(subject) if s.schema_type == "PROTOBUF")
+    except RegistryUnavailable as exc:
+        log.warning("pipeline %s: %s; starting with the %d cached schema id(s)", ctx.pipeline.name, exc, len(known))
+    return known
 
 
 def decoder_for(spark: SparkSession, ctx: RunContext) -> tuple[Decoder | None, RegistrySchemas | None]:
@@ -106,7 +130,14 @@ def decoder_for(spark: SparkSession, ctx: RunContext) -> tuple[Decoder | None, R
         assert proto is not None
         descriptor = Path(proto.descriptor).read_bytes()
         fields = list(events.schema_)
-        return (lambda records: decode_protobuf(records, descriptor, proto.message, fields, proto.wire)), None
+        if proto.wire == "plain":
+            return (lambda records: decode_protobuf(records, descriptor, proto.message, fields, "plain")), None
+        # The message is parsed with the pipeline's descriptor; the id is still resolved like Avro's, so an
+        # unregistered id is dead-lettered and an unknown one waits for the registry.
+        store = schema_store(spark, ctx)
+        ids = protobuf_known_ids(ctx, store)
+        return (lambda records: mark_unknown_ids(
+            decode_protobuf(records, descriptor, proto.message, fields, "confluent"), ids)), store
     store = schema_store(spark, ctx) if events.wire == "confluent" else None
     plan = avro_plan(ctx, store)
     return (lambda records: decode_avro(records, plan)), store
