@@ -41,6 +41,17 @@ if ! command -v java >/dev/null || [ "$(java_major)" -lt 17 ] 2>/dev/null; then
 fi
 [ "$(java_major)" -ge 17 ] || fail "Java 17 or newer is required; found: $(java -version 2>&1 | head -1)"
 command -v mvn >/dev/null || apt_install maven
+# PostgreSQL 15 for the optional CDC stack (`kappalake stack up --with cdc`): installed when missing and we
+# are root with apt-get; otherwise (or if that fails) only a note, CDC is optional.
+if [ ! -x /usr/lib/postgresql/15/bin/pg_ctl ]; then
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+    say "installing postgresql-15 for the optional CDC stack (stack up --with cdc)"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15; } >/dev/null 2>&1 \
+      || say "note: could not install postgresql-15; 'stack up --with cdc' needs it (apt-get install -y postgresql-15)"
+  else
+    say "note: PostgreSQL 15 is not installed; 'stack up --with cdc' needs it (apt-get install -y postgresql-15)"
+  fi
+fi
 
 # --- the Spark line: its pins from src/kappalake/versions.py (stdlib only, runs before the install) -----
 pin() { PYTHONPATH="$REPO/src" "$PYTHON" -m kappalake.versions --get "$1"; }

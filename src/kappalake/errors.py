@@ -54,3 +54,9 @@ class MaintenanceRefused(KappalakeError):
     shorter than the pipeline's safety margin."""
 
     exit_code = 8
+
+
+class CdcSourceError(KappalakeError):
+    """The CDC source database (PostgreSQL) could not be reached, lacks the CDC schema, or failed mid-run."""
+
+    exit_code = 9

@@ -163,6 +163,22 @@ KAFKA_BROKER_ARTIFACTS: tuple[str, ...] = (
 )
 
 
+#: Change data capture (``kappalake stack up --with cdc``): a Kafka Connect standalone worker of the broker's
+#: Kafka version with the Debezium Postgres connector in its plugin path (measured on Maven Central).
+DEBEZIUM_VERSION = "3.6.1.Final"
+KAFKA_CONNECT_VERSION = KAFKA_BROKER_VERSION
+SLF4J_VERSION = "2.0.17"
+POSTGRES_MAJOR = "15"
+KAFKA_CONNECT_ARTIFACTS: tuple[str, ...] = (
+    f"org.apache.kafka:connect-runtime:{KAFKA_CONNECT_VERSION}",
+    f"org.apache.kafka:connect-json:{KAFKA_CONNECT_VERSION}",
+    f"org.apache.kafka:connect-file:{KAFKA_CONNECT_VERSION}",
+    f"org.apache.logging.log4j:log4j-slf4j2-impl:{LOG4J_VERSION}",
+    f"org.slf4j:slf4j-api:{SLF4J_VERSION}",  # connect-runtime's POM names 1.7.36; Debezium 3 logs through 2.x
+)
+DEBEZIUM_POSTGRES_ARTIFACTS: tuple[str, ...] = (f"io.debezium:debezium-connector-postgres:{DEBEZIUM_VERSION}",)
+
+
 def markdown_table() -> str:
     """The supported-versions table (one row per line)."""
     rows = ["| `KAPPALAKE_SPARK` | Spark (pyspark) | Delta (pip `delta-spark` + jar) | Kafka connector "

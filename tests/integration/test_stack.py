@@ -84,3 +84,14 @@ def test_corrupt_state_file_gives_clear_error(own_stack: LocalStack) -> None:
     with pytest.raises(StackError, match="remove it"):
         own_stack.down()  # never guesses which process to stop
     own_stack.state_file.unlink()
+
+
+def test_two_pipelines_on_one_topic_create_it_once_with_the_most_partitions(kafka_stack: LocalStack) -> None:
+    """payments and payments_enriched read one topic: a CreateTopics request naming it twice crashed the
+    process inside librdkafka (SIGSEGV) before ensure_topics kept one spec per name."""
+    from kappalake.io.kafka.admin import ensure_topics
+
+    name = f"shared-{os.getpid()}-{id(kafka_stack)}"
+    created = ensure_topics(kafka_stack.bootstrap_servers(), [TopicSpec(name, 2), TopicSpec(name, 3)])
+    assert created == [name]
+    assert len(end_offsets(kafka_stack.bootstrap_servers(), name)) == 3

@@ -176,7 +176,7 @@ def test_unknown_pipeline_name_lists_the_defined_ones() -> None:
     message = str(info.value)
     assert "no pipeline named 'payment'" in message
     assert str(CONF / "pipelines") in message
-    assert "(defined: iot, payments, payments_avro, payments_protobuf)" in message
+    assert "(defined: iot, merchants, orders, payments, payments_avro, payments_enriched, payments_protobuf)" in message
 
 
 def test_missing_pipelines_folder() -> None:
@@ -192,5 +192,5 @@ def test_pipeline_file_for_unknown_target() -> None:
     message = str(info.value)
     assert f"{path}: " in message
     assert "no target named 'prod'" in message
-    assert "defined: local, databricks, k8s" in message
+    assert "defined: local, cluster, databricks, k8s" in message
 

@@ -92,10 +92,13 @@ def test_shipped_project_loads_for_every_target(target: str, env: dict[str, str]
     project = load_project(CONF, target, env=env)
     assert project.conf_dir == CONF
     assert project.target.name == target
-    assert sorted(project.pipelines) == ["iot", "payments", "payments_avro", "payments_protobuf"]
+    topics = {"iot": ["iot"], "merchants": ["pg.public.merchants"], "orders": ["pg.public.orders"],
+              "payments": ["payments"], "payments_avro": ["payments_avro"], "payments_enriched": ["payments"],
+              "payments_protobuf": ["payments_protobuf"]}
+    assert sorted(project.pipelines) == sorted(topics)
     for name, pipeline in project.pipelines.items():
         assert pipeline.name == name
-        assert pipeline.source.topics == [name]
+        assert pipeline.source.topics == topics[name]
     assert project.target.spark.conf == {"spark.sql.streaming.metricsEnabled": "true"}  # from defaults:
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from kappalake import __version__
-from kappalake.cli import backfill, dlq, maintain, produce, quality, query, run, setup, stack, status
+from kappalake.cli import backfill, dlq, forget, maintain, produce, quality, query, run, setup, stack, status
 from kappalake.cli.common import GlobalOptions, err_console
 from kappalake.config.loader import default_conf_dir, default_target
 from kappalake.errors import KappalakeError
@@ -52,6 +52,7 @@ app.command("query")(query.command)
 app.command("status")(status.command)
 app.command("quality")(quality.command)
 app.command("maintain")(maintain.command)
+app.command("forget")(forget.command)
 
 
 def main() -> None:

@@ -77,9 +77,19 @@ def _substitute(text: str, env: Mapping[str, str], key_path: tuple[Any, ...]) ->
 _NESTED_REF = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*:-(\$\{.*\})\}", re.DOTALL)
 
 
+#: A JAAS entry whose every password is one whole reference (``password="${KAFKA_PASSWORD}"``) holds no secret.
+_JAAS_PASSWORD = re.compile(r"""password\s*=\s*(["'])(?P<value>.*?)\1""")
+
+
+def _jaas_with_referenced_password(text: str) -> bool:
+    passwords = [m["value"] for m in _JAAS_PASSWORD.finditer(text)]
+    return "LoginModule" in text and bool(passwords) and all(_REF.fullmatch(v) for v in passwords)
+
+
 def _is_reference(text: str) -> bool:
-    """True when ``text`` is one whole reference, e.g. ``${A}``, ``${A:-x}`` or ``${A:-${B}}``."""
-    if _REF.fullmatch(text):
+    """True when ``text`` is one whole reference, e.g. ``${A}``, ``${A:-x}`` or ``${A:-${B}}``, or a JAAS
+    entry whose passwords are such references."""
+    if _REF.fullmatch(text) or _jaas_with_referenced_password(text):
         return True
     nested = _NESTED_REF.fullmatch(text)
     return bool(nested) and _is_reference(nested.group(1))

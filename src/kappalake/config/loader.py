@@ -197,10 +197,22 @@ def load_pipeline_file(path: Path, target: str | None = None, env: Mapping[str, 
     if config.name != path.stem:
         raise ConfigError(f"{_where(doc, ('name',), target)}: name: {config.name!r} must match the file name "
                           f"{path.stem!r}")
+    _check_enrich_pipelines(doc, config, path.parent, target)
     try:
         return resolve_format_files(config, path.parent.parent)
     except ValueError as exc:
         raise ConfigError(f"{_where(doc, ('events', config.events.format), target)}: {exc}") from None
+
+
+def _check_enrich_pipelines(doc: YamlDocument, config: PipelineConfig, folder: Path, target: str) -> None:
+    """Every pipeline a gold view enriches from is declared next to this one (its silver table is the dimension)."""
+    known = {p.stem for p in folder.glob("*.y*ml")}
+    for view_name, view in config.gold.views.items():
+        for entry in view.enrich:
+            if entry.pipeline not in known:
+                raise ConfigError(f"{_where(doc, ('gold', 'views', view_name, 'enrich'), target)}: gold.views."
+                                  f"{view_name}.enrich: no pipeline named {entry.pipeline!r} in {folder} (its silver "
+                                  f"table is the dimension); defined: {', '.join(sorted(known))}")
 
 
 def load_pipeline(name: str, conf_dir: Path | None = None, target: str | None = None,

@@ -11,7 +11,10 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
 from kappalake.config.base import Duration, Identifier, StrictModel
+from kappalake.config.cdc import CDC_FIELDS, with_cdc_fields
 from kappalake.config.durations import parse_seconds
+from kappalake.config.enrichment import EnrichConfig, check_enrichment
+from kappalake.config.erasure import ErasureConfig, check_erasure
 from kappalake.config.formats import AvroFormat, ProtobufFormat, SchemaRegistryConfig, SubjectStrategy
 from kappalake.quality.config import QualityConfig
 
@@ -56,7 +59,7 @@ def _field_shorthand(value: Any) -> Any:
 class EventsConfig(StrictModel):
     """The payload carried in each Kafka record value."""
 
-    format: Literal["json", "avro", "protobuf"] = "json"
+    format: Literal["json", "avro", "protobuf", "debezium"] = "json"
     avro: AvroFormat | None = Field(default=None, description="format: avro: the reader schema and wire format.")
     protobuf: ProtobufFormat | None = Field(default=None, description="format: protobuf: descriptor and message.")
     subject_strategy: SubjectStrategy = Field(
@@ -73,6 +76,13 @@ class EventsConfig(StrictModel):
     schema_: dict[Identifier, Annotated[FieldSpec, BeforeValidator(_field_shorthand)]] = Field(
         alias="schema", min_length=1
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _add_cdc_fields(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("format") == "debezium" and isinstance(data.get("schema"), dict):
+            data = {**data, "schema": with_cdc_fields(data["schema"])}
+        return data
 
     @model_validator(mode="after")
     def _check_format(self) -> EventsConfig:
@@ -183,7 +193,9 @@ class PiiConfig(StrictModel):
 
 
 class SilverConfig(TableConfig):
-    mode: Literal["append", "upsert"] = "append"
+    mode: Literal["append", "upsert", "cdc"] = Field(
+        default="append", description="append: dedupe and append; upsert: MERGE the latest row per merge_key by "
+                                      "sequence_column; cdc: apply Debezium changes by merge_key in LSN order.")
     source: Literal["kafka", "bronze"] = "kafka"
     watermark: Duration = "10 seconds"
     dedupe_time: Literal["kafka_timestamp", "event_time"] = Field(
@@ -192,6 +204,11 @@ class SilverConfig(TableConfig):
                     "late in event time; event_time bounds state by event time instead.")
     merge_key: list[Identifier] | None = None
     sequence_column: Identifier | None = None
+    deletes: Literal["delete", "mark"] = Field(
+        default="delete", description="mode cdc: a delete removes the row (delete) or keeps it with "
+                                      "cdc_deleted = true (mark).")
+    history: bool = Field(default=False, description="mode cdc: also keep an SCD type 2 history table "
+                                                     "(valid_from, valid_to, is_current) at <silver>_history.")
     pii: PiiConfig = Field(default_factory=PiiConfig)
     expectations: QualityConfig = Field(
         default_factory=QualityConfig,
@@ -201,8 +218,13 @@ class SilverConfig(TableConfig):
     def _check_mode(self) -> SilverConfig:
         if self.mode == "upsert" and (not self.merge_key or not self.sequence_column):
             raise ValueError("mode 'upsert' needs merge_key and sequence_column")
+        if self.mode == "cdc" and (not self.merge_key or self.sequence_column):
+            raise ValueError("mode 'cdc' needs merge_key (the table's primary key) and no sequence_column "
+                             "(changes are ordered by cdc_lsn)")
         if self.mode == "append" and (self.merge_key or self.sequence_column):
-            raise ValueError("merge_key/sequence_column apply to mode 'upsert' only")
+            raise ValueError("merge_key/sequence_column apply to modes 'upsert' and 'cdc' only")
+        if self.mode != "cdc" and (self.history or self.deletes != "delete"):
+            raise ValueError("deletes/history apply to mode 'cdc' only")
         return self
 
 
@@ -281,6 +303,9 @@ class GoldViewConfig(StrictModel):
     window: WindowConfig
     time_column: Identifier | None = Field(default=None, description="Event-time field; default events.time.")
     watermark: Duration | None = Field(default=None, description="Watermark delay; default silver.watermark.")
+    enrich: list[EnrichConfig] = Field(
+        default_factory=list, description="Dimension columns joined onto the events before aggregation "
+                                          "(see kappalake.config.enrichment); group_by and metrics may name them.")
     group_by: list[Identifier] = Field(min_length=1)
     metrics: dict[Identifier, MetricConfig] = Field(min_length=1)
     having: str | None = Field(default=None, description="Spark SQL filter over the metrics of a window.")
@@ -386,6 +411,7 @@ class PipelineConfig(StrictModel):
     dead_letter: DeadLetterConfig = Field(default_factory=DeadLetterConfig)
     gold: GoldConfig = Field(default_factory=GoldConfig)
     maintenance: MaintenanceConfig = Field(default_factory=MaintenanceConfig)
+    erasure: ErasureConfig = Field(default_factory=ErasureConfig)
 
     def view_time(self, view: GoldViewConfig) -> str:
         """The event-time field a gold view windows on."""
@@ -406,10 +432,19 @@ class PipelineConfig(StrictModel):
             for name in ([value] if isinstance(value, str) else value or []):
                 if name not in fields:
                     raise ValueError(f"silver.{role}: {name!r} is not declared in events.schema")
+        if (self.silver.mode == "cdc") != (self.events.format == "debezium"):
+            raise ValueError("silver.mode: 'cdc' reads Debezium change events and events.format 'debezium' needs "
+                             f"it (mode is {self.silver.mode!r}, format {self.events.format!r})")
+        if self.silver.mode == "cdc" and set(self.silver.merge_key or ()) & set(CDC_FIELDS):
+            raise ValueError("silver.merge_key: name the table's primary key columns, not change metadata")
         _check_expectation_columns(self.silver.expectations, [*fields, *SILVER_LINEAGE], "silver.expectations")
+        check_erasure(self)
         for view_name, view in self.gold.views.items():
             where = f"gold.views.{view_name}"
+            added = check_enrichment(where, view.enrich, fields)
             for name in view.group_by:
+                if name in added:
+                    continue
                 if name not in fields:
                     raise ValueError(f"{where}.group_by: {name!r} is not declared in events.schema")
                 if not fields[name].required:
@@ -417,7 +452,7 @@ class PipelineConfig(StrictModel):
                                      "so every window row has its key")
             _check_expectation_columns(view.expectations, view.columns(), f"{where}.expectations")
             for metric_name, metric in view.metrics.items():
-                if metric.column is not None and metric.column not in fields:
+                if metric.column is not None and metric.column not in fields and metric.column not in added:
                     raise ValueError(f"{where}.metrics.{metric_name}.column: {metric.column!r} "
                                      "is not declared in events.schema")
             if view.time_column is not None:

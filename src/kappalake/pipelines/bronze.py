@@ -40,7 +40,9 @@ class BronzeReplayWriter(QueryBinding):
 def start_bronze(spark: SparkSession, ctx: RunContext, trigger: Trigger) -> StreamingQuery:
     """Start the bronze streaming query for ``ctx.pipeline`` (a backfill MERGEs instead of appending)."""
     ensure_bronze_table(spark, ctx.table_path("bronze"))
-    records = read_kafka_stream(spark, ctx)
+    from kappalake.pipelines.erasure import without_erased  # registered data subjects never reach bronze
+
+    records = without_erased(spark, ctx, read_kafka_stream(spark, ctx), "timestamp")
     if ctx.replay:
         writer = BronzeReplayWriter(ctx)
         query = (to_bronze(records).writeStream.foreachBatch(writer).queryName(f"{ctx.pipeline.name}.bronze")

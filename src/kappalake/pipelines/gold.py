@@ -7,7 +7,9 @@ bronze``) -> the shared events steps (parse, validate, dedupe within the waterma
 1. stamps the batch with the highest event time seen *before* it (beside the checkpoint), so the late
    rule of :mod:`kappalake.transforms.gold` is the same on a replay;
 2. appends the late (event, window) pairs to the ``late_events`` Delta table (idempotent per batch);
-3. for every view, aggregates only this batch's on-time pairs into partial states per window
+3. for every view, enriches the events with its dimension tables (``enrich``: a left join with the
+   static Delta table, which each batch reads at its latest version; :mod:`kappalake.transforms.enrich`),
+   then aggregates only this batch's on-time pairs into partial states per window
    (:mod:`kappalake.transforms.window_states`) and merges them into the view's windows in ClickHouse
    (:class:`~kappalake.io.clickhouse.windows.WindowStore`): the changed windows land in the public table
    in the same trigger as their events.
@@ -31,6 +33,7 @@ from pyspark.sql import Column
 from pyspark.sql import functions as F
 
 from kappalake.config.durations import parse_seconds
+from kappalake.config.enrichment import EnrichConfig, enrichment_columns
 from kappalake.config.models import GoldViewConfig
 from kappalake.errors import ConfigError
 from kappalake.io.checkpoint_marks import EventTimeHighWater, run_generation
@@ -47,6 +50,7 @@ from kappalake.pipelines.gold_view import ViewWriter
 from kappalake.pipelines.silver import pii_key, source_records
 from kappalake.runtime.binding import QueryBinding
 from kappalake.runtime.context import RunContext
+from kappalake.transforms.enrich import dimension_path, enrich_events, fill_keys, read_dimension
 from kappalake.transforms.gold import (
     aggregate_sessions, aggregate_windows, assign_windows, cutoff, late_events, wm_base,
 )
@@ -62,6 +66,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LATE_TABLE = "late_events"
+
+#: Per view name, its ``enrich`` entries with their static dimension DataFrames.
+Dimensions = dict[str, list[tuple[EnrichConfig, "DataFrame"]]]
 
 
 def time_columns(ctx: RunContext) -> list[str]:
@@ -83,11 +90,28 @@ def stamp(rows: DataFrame, ctx: RunContext, base: dict[str, str]) -> DataFrame:
     return rows.withColumns({wm_base(c): F.lit(base.get(c)).cast("timestamp") for c in time_columns(ctx)})
 
 
-def late_rows(events: DataFrame, ctx: RunContext, batch_id: int) -> DataFrame:
+def load_dimensions(spark: SparkSession, ctx: RunContext) -> Dimensions:
+    """The dimension DataFrames of every view's ``enrich`` entries (ConfigError when a table is missing)."""
+    return {name: [(entry, read_dimension(spark, dimension_path(ctx.target.storage.root, entry.pipeline), entry, name))
+                   for entry in view.enrich]
+            for name, view in ctx.pipeline.gold.views.items() if view.enrich}
+
+
+def view_events(events: DataFrame, view: GoldViewConfig, dimensions: list[tuple[EnrichConfig, DataFrame]]) -> DataFrame:
+    """``events`` with the view's enrichment columns (left join; group keys among them never null)."""
+    if not dimensions:
+        return events
+    added = enrichment_columns(view.enrich)
+    return fill_keys(enrich_events(events, dimensions), [c for c in view.group_by if c in added])
+
+
+def late_rows(events: DataFrame, ctx: RunContext, batch_id: int, dimensions: Dimensions | None = None) -> DataFrame:
     """The late (event, window) pairs of all views of the pipeline, with where they came from."""
     pipeline = ctx.pipeline
-    parts = [late_events(events, name, view, pipeline.view_time(view), pipeline.view_watermark(view),
-                         pipeline.events.id) for name, view in pipeline.gold.views.items()]
+    dimensions = dimensions or {}
+    parts = [late_events(view_events(events, view, dimensions.get(name, [])), name, view, pipeline.view_time(view),
+                         pipeline.view_watermark(view), pipeline.events.id)
+             for name, view in pipeline.gold.views.items()]
     late = parts[0]
     for part in parts[1:]:
         late = late.unionByName(part)
@@ -151,8 +175,10 @@ class GoldBatchWriter(QueryBinding):
     """The ``foreachBatch`` function of the gold query: late pairs, then every view's windows."""
 
     def __init__(self, ctx: RunContext, key: bytes | None, high_water: EventTimeHighWater, generation: int,
-                 views: dict[str, ViewWriter], gate: SchemaGate | None = None) -> None:
+                 views: dict[str, ViewWriter], gate: SchemaGate | None = None,
+                 dimensions: Dimensions | None = None) -> None:
         super().__init__()
+        self.dimensions = dimensions or {}
         self.gate = gate
         self.ctx = ctx
         self.key = key
@@ -191,7 +217,7 @@ class GoldBatchWriter(QueryBinding):
             timings["events"] = time.perf_counter() - clock
             late_count = 0
             if stats["rows"] and stats["_maybe_late"]:
-                late = late_rows(events, self.ctx, batch_id).persist()
+                late = late_rows(events, self.ctx, batch_id, self.dimensions).persist()
                 late_count = late.count()
                 if late_count:
                     append_idempotent(late, self.ctx.table_path(LATE_TABLE), app_id, batch_id)
@@ -199,7 +225,8 @@ class GoldBatchWriter(QueryBinding):
                 timings["late"] = time.perf_counter() - clock - sum(timings.values())
             if stats["rows"]:
                 for name, writer in self.views.items():
-                    writer.write(view_partials(events, self.ctx, writer.view), batch_id, self.generation)
+                    view_rows = view_events(events, writer.view, self.dimensions.get(name, []))
+                    writer.write(view_partials(view_rows, self.ctx, writer.view), batch_id, self.generation)
                     timings[name] = time.perf_counter() - clock - sum(timings.values())
             high = dict(base)
             for column in time_columns(self.ctx):
@@ -228,6 +255,7 @@ def start_gold(spark: SparkSession, ctx: RunContext, trigger: Trigger,
     """Start the gold query; create the late-events table and every view's ClickHouse tables first."""
     _require_views(ctx)
     pipeline = ctx.pipeline
+    dimensions = load_dimensions(spark, ctx)
     key = pii_key(ctx)
     decoder, schemas = decoder_for(spark, ctx)
     parsed = parse_events(source_records(spark, ctx, pipeline.gold.source), pipeline.events, decoder)
@@ -235,18 +263,19 @@ def start_gold(spark: SparkSession, ctx: RunContext, trigger: Trigger,
     deduped = dedupe_within_watermark(with_dedupe_columns(parsed, pipeline.events.id, time_column),
                                       pipeline.silver.watermark)
     shape = spark.createDataFrame([], stamp(intake_rows(parsed, ctx, key), ctx, {}).schema)
-    create_if_missing(spark.createDataFrame([], late_rows(shape, ctx, 0).schema), ctx.table_path(LATE_TABLE))
+    create_if_missing(spark.createDataFrame([], late_rows(shape, ctx, 0, dimensions).schema), ctx.table_path(LATE_TABLE))
     ch = connect(ctx.target.clickhouse.dsn)
     views = {}
     for name, view in pipeline.gold.views.items():
-        public, state, result = gold_tables(shape, ctx, view)
+        public, state, result = gold_tables(view_events(shape, view, dimensions.get(name, [])), ctx, view)
         ensure_table(ch, public)
         ensure_table(ch, state)
         store = WindowStore(ch, view, public, state, arrow_schema(result), **(sink_options or {}))  # type: ignore[arg-type]
         views[name] = ViewWriter(ctx, name, view, store, result)
     checkpoint = ctx.checkpoint_path("gold")
     writer = GoldBatchWriter(ctx, key, EventTimeHighWater(spark, checkpoint + "/_high_water"),
-                             run_generation(spark, checkpoint), views, schema_gate(ctx, schemas, f"{pipeline.name}.gold"))
+                             run_generation(spark, checkpoint), views, schema_gate(ctx, schemas, f"{pipeline.name}.gold"),
+                             dimensions)
     query = (deduped.writeStream.foreachBatch(writer).queryName(writer.query_name)
              .option("checkpointLocation", checkpoint)
              .trigger(**trigger.as_kwargs()).start())

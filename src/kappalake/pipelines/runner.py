@@ -61,8 +61,21 @@ def expand_layers(layer: str) -> tuple[str, ...]:
 
 def check_source(ctx: RunContext) -> None:
     """Fail early and clearly when the brokers do not answer or a subscribed topic is missing."""
+    from kappalake.io.kafka.access import check_access, explain_silent_broker, uses_sasl
+
     servers = ctx.bootstrap_servers()
-    wait_until_ready(servers, timeout=15, options=ctx.kafka_options)
+    topics = ctx.pipeline.source.topics
+    dlq = [ctx.pipeline.dead_letter.kafka_topic] if ctx.pipeline.dead_letter.kafka_topic else []
+    if uses_sasl(ctx.kafka_options):  # an authenticated broker: the principal and its ACLs, named when refused
+        check_access(servers, ctx.kafka_options, topics, dlq,
+                     group_prefix=ctx.pipeline.source.options.get("groupIdPrefix", "spark-kafka-source"))
+    try:
+        wait_until_ready(servers, timeout=15, options=ctx.kafka_options)
+    except BrokerUnreachableError:
+        refused = explain_silent_broker(servers, ctx.kafka_options, topics)
+        if refused is not None:
+            raise refused from None
+        raise
     for topic in ctx.pipeline.source.topics:
         try:
             end_offsets(servers, topic, ctx.kafka_options)
@@ -143,6 +156,12 @@ def _run(ctx: RunContext, layers: Sequence[str], trigger: Trigger, spark: SparkS
                              table=ctx.table_path(layer), checkpoint=ctx.checkpoint_path(layer), error=None,
                              pid=os.getpid(), live=None, metrics_port=run_monitor.port)
             queries.append(_start_layer(spark, ctx, layer, trigger))
+        if queries and not stop.requested:  # erasure requests from the control topic <pipeline>.forget
+            from kappalake.pipelines.erasure import start_control_query
+
+            control = start_control_query(spark, ctx, trigger, tuple(layers))
+            if control is not None:
+                queries.append(control)
         restarts = SchemaRestarts(lambda layer: _start_layer(spark, ctx, layer, trigger), ctx.pipeline.name)
         _await(spark, queries, tracker, timeout, monitor, on_progress, until, stop, restarts)
         if stop.requested:
@@ -298,6 +317,12 @@ def _failure_message(exc: BaseException, ctx: RunContext | None = None) -> str:
     explained = explain_query_failure(text, log_start)
     if explained is not None:
         return explained
+    if ctx is not None:
+        from kappalake.io.kafka.access import explain_refusal
+
+        refused = explain_refusal(text, ctx.kafka_options)
+        if refused is not None:
+            return refused
     for line in text.splitlines():
         line = line.strip()
         if line and not line.startswith(("at ", "===", "JVM stacktrace")):

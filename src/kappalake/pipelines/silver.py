@@ -2,8 +2,8 @@
 
 One streaming query per pipeline. Append mode dedupes on the event id within the watermark
 (``dropDuplicatesWithinWatermark``) and appends; upsert mode MERGEs the latest row per key by the
-sequence column. Both write through ``foreachBatch`` with Delta's txn idempotency, for the silver
-and the dead-letter table alike. The txn app id is derived from the streaming query id, which a new
+sequence column; cdc mode applies Debezium changes by key in LSN order (:mod:`.silver_cdc`). All write
+through ``foreachBatch`` with Delta's txn idempotency, for the silver and the dead-letter table alike. The txn app id is derived from the streaming query id, which a new
 checkpoint changes, so a fresh checkpoint's batch 0 is never mistaken for an old one.
 """
 
@@ -25,12 +25,14 @@ from kappalake.io.registry.plans import decoder_for
 from kappalake.ops import batch_metrics
 from kappalake.ops.latency import event_time_quantiles, latency_after_commit
 from kappalake.pipelines.bronze import ensure_bronze_table
+from kappalake.pipelines.silver_cdc import apply_cdc_batch
 from kappalake.pipelines.quality_gate import check_expressions, effective, enforce_or_record, results_path
 from kappalake.quality.batch import BatchValidator, metric_counts
 from kappalake.quality.results import record_results
 from kappalake.quality.rows import CARRIED, VALID, dead_letters, silver_view, split_rows
 from kappalake.runtime.binding import QueryBinding
 from kappalake.runtime.context import RunContext
+from kappalake.transforms.decode_debezium import added_columns
 from kappalake.transforms.parse import parse_events
 from kappalake.transforms.pii import pseudonymise
 from kappalake.transforms.records import records_from_bronze, records_from_kafka
@@ -96,11 +98,15 @@ class SilverBatchWriter(QueryBinding):
             rows = view.where(valid)
             if quality.row_level:
                 rows = split_rows(rows, quality)[0]
+            if pipeline.silver.mode == "cdc":  # a column the source table gained reaches silver unasked
+                rows = added_columns(rows, pipeline.events.schema_)
             rows = rows.drop(*CARRIED)
             if self.key is not None:
                 rows = pseudonymise(rows, pipeline.silver.pii.fields, self.key)
             silver_path = self.ctx.table_path("silver")
-            if pipeline.silver.mode == "upsert":
+            if pipeline.silver.mode == "cdc":
+                apply_cdc_batch(rows, self.ctx, app_id, batch_id)
+            elif pipeline.silver.mode == "upsert":
                 assert pipeline.silver.merge_key and pipeline.silver.sequence_column
                 merge_latest(latest_by_key(rows, pipeline.silver.merge_key, pipeline.silver.sequence_column),
                              silver_path, pipeline.silver.merge_key, pipeline.silver.sequence_column, app_id,
@@ -144,22 +150,24 @@ def publish_dead_letters(dead: DataFrame, ctx: RunContext, topic: str) -> None:
 
 def source_records(spark: SparkSession, ctx: RunContext, source: str) -> DataFrame:
     """Records from Kafka (``kafka``) or streamed from the bronze table (``bronze``), within the run's
-    offset bounds."""
+    offset bounds, without those of registered data subjects (:mod:`kappalake.pipelines.erasure`)."""
+    from kappalake.pipelines.erasure import without_erased
+
     if source == "bronze":
         path = ctx.table_path("bronze")
         ensure_bronze_table(spark, path)
         records = records_from_bronze(spark.readStream.format("delta").load(path))
         if ctx.start_offsets is not None or ctx.end_offsets is not None:
             records = records.where(within_offsets(ctx.start_offsets, ctx.end_offsets))
-        return records
-    return records_from_kafka(read_kafka_stream(spark, ctx))
+        return without_erased(spark, ctx, records)
+    return without_erased(spark, ctx, records_from_kafka(read_kafka_stream(spark, ctx)))
 
 
 def start_silver(spark: SparkSession, ctx: RunContext, trigger: Trigger) -> StreamingQuery:
     """Start the silver streaming query for ``ctx.pipeline``."""
     key = pii_key(ctx)
     pipeline = ctx.pipeline
-    decoder, schemas = decoder_for(spark, ctx)
+    decoder, schemas = decoder_for(spark, ctx, tombstones=pipeline.silver.mode == "cdc")
     parsed = parse_events(source_records(spark, ctx, pipeline.silver.source), pipeline.events, decoder)
     if pipeline.silver.mode == "append":
         time_column = pipeline.events.time if pipeline.silver.dedupe_time == "event_time" else "kafka_timestamp"

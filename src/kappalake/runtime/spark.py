@@ -80,12 +80,23 @@ def build_spark(target: TargetConfig, app_name: str = "kappalake", layout: HomeL
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     builder = SparkSession.builder.appName(app_name)
-    if target.spark.master:
-        builder = builder.master(target.spark.master)
+    # A standalone cluster (spark:// or the local one) and s3a:// storage: master, shipped package, S3A.
+    from kappalake.runtime.cluster import cluster_conf, uses_s3a
+
+    cluster, executor_python = cluster_conf(target, layout)
+    if executor_python:  # executors run the Python the cluster provides (it lacks kappalake: the zip ships it)
+        os.environ["PYSPARK_PYTHON"] = executor_python
+    master = cluster.pop("spark.master", None) or target.spark.master
+    if master:
+        builder = builder.master(master)
     if target.spark.jars == "resolve":
         jars = resolve_spark_jars(layout)
+        if uses_s3a(target):
+            from kappalake.runtime.s3 import resolve_s3_jars
+
+            jars = [*jars, *resolve_s3_jars(layout)]
         builder = builder.config("spark.jars", ",".join(jars))
-    for key, value in session_conf(target, layout).items():
+    for key, value in {**session_conf(target, layout), **cluster}.items():
         builder = builder.config(key, value)
     try:
         spark = builder.getOrCreate()

@@ -150,16 +150,23 @@ def parse_events(records: DataFrame, events: EventsConfig,
     df = decoded.withColumns(typed)
 
     size_ok = F.length(F.col("value")) <= events.max_bytes
+    # A decoder that takes a tombstone as a change (Debezium, for silver's deletes) flags it in ``_tombstone``.
+    no_value = F.col("value").isNull()
+    if "_tombstone" in decoded.columns:
+        no_value = no_value & ~F.col("_tombstone")
     envelope: list[Check] = [
-        (F.col("value").isNull(), _error("empty", None, F.lit("record has no value (tombstone)"))),
+        (no_value, _error("empty", None, F.lit("record has no value (tombstone)"))),
         (F.col("value").isNotNull() & ~size_ok, _error("oversized", None, F.concat(
             F.lit("payload of "), F.length(F.col("value")).cast("string"),
             F.lit(f" bytes exceeds events.max_bytes ({events.max_bytes})")))),
-        (F.col("value").isNotNull() & size_ok & F.col("_decode_error").isNotNull(), _with_schema_id(decoded)),
+        ((F.col("value").isNotNull() & size_ok | ~no_value & F.col("value").isNull())
+         & F.col("_decode_error").isNotNull(), _with_schema_id(decoded)),
     ]
     field_checks = [check for name, spec in events.schema_.items()
                     for check in _field_checks(name, spec, raw_cols[name], F.col(field_column(name)), sources[name],
                                                exact[name])]
+    if "_tombstone" in decoded.columns:  # a tombstone carries the key only; its decoder checked that
+        field_checks = [(~F.col("_tombstone") & failed, error) for failed, error in field_checks]
     event_time, arrival = F.col(field_column(events.time)), F.col("kafka_timestamp")
     if events.max_future is not None:
         seconds = parse_seconds(events.max_future)
@@ -177,7 +184,7 @@ def parse_events(records: DataFrame, events: EventsConfig,
     errors = (F.when(_failed(envelope), _present(envelope))
               .when(_failed(field_checks), _present(field_checks))
               .otherwise(F.array().cast(_EMPTY)))
-    return df.withColumn("_errors", errors.cast(f"array<{ERROR_TYPE}>")).drop("_raw", "_decode_error")
+    return df.withColumn("_errors", errors.cast(f"array<{ERROR_TYPE}>")).drop("_raw", "_decode_error", "_tombstone")
 
 
 def is_valid(df: DataFrame) -> Column:

@@ -50,7 +50,13 @@ def ensure_topics(bootstrap_servers: str, topics: Iterable[TopicSpec],
         existing = set(admin.list_topics(timeout=timeout).topics)
     except KafkaException as exc:
         raise BrokerUnreachableError(f"Kafka at {bootstrap_servers} did not answer: {exc}") from None
-    wanted = [t for t in topics if t.name not in existing]
+    # One spec per name (the most partitions asked for): librdkafka crashes the process (SIGSEGV) when one
+    # CreateTopics request names a topic twice, as two pipelines reading the same topic would.
+    unique: dict[str, TopicSpec] = {}
+    for spec in topics:
+        if spec.name not in unique or spec.partitions > unique[spec.name].partitions:
+            unique[spec.name] = spec
+    wanted = [t for t in unique.values() if t.name not in existing]
     if not wanted:
         return []
     futures = admin.create_topics([NewTopic(t.name, num_partitions=t.partitions, replication_factor=1)

@@ -39,6 +39,9 @@ def librdkafka_config(bootstrap_servers: str, options: Mapping[str, str] | None 
                 if module in value:
                     config.setdefault("sasl.mechanism", mechanism)
             continue
+        if key == "ssl.truststore.location" and str(options.get("kafka.ssl.truststore.type", "")).upper() == "PEM":
+            config["ssl.ca.location"] = value  # a PEM truststore is librdkafka's CA file
+            continue
         if key in _JAVA_ONLY or not (key.startswith(_CONNECTION_PREFIXES) or key in _CONNECTION_KEYS):
             continue
         config[key] = value

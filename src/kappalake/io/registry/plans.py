@@ -117,12 +117,18 @@ def protobuf_known_ids(ctx: RunContext, store: RegistrySchemas) -> set[int]:
     return known
 
 
-def decoder_for(spark: SparkSession, ctx: RunContext) -> tuple[Decoder | None, RegistrySchemas | None]:
+def decoder_for(spark: SparkSession, ctx: RunContext,
+                tombstones: bool = False) -> tuple[Decoder | None, RegistrySchemas | None]:
     """The pipeline's decoder (None: JSON, the default) and, for the Confluent wire format of Avro, the
-    schema store its batch writer resolves new ids with."""
+    schema store its batch writer resolves new ids with. ``tombstones``: Debezium tombstones are changes
+    (silver's deletes) rather than records without a value."""
     events = ctx.pipeline.events
     if events.format == "json":
         return None, None
+    if events.format == "debezium":
+        from kappalake.transforms.decode_debezium import decode_debezium
+
+        return (lambda records: decode_debezium(records, events, tombstones)), None
     if events.format == "protobuf":
         from kappalake.transforms.decode_protobuf import decode_protobuf
 

@@ -113,8 +113,8 @@ def _merge_writer(ctx: RunContext, name: str, running: dict[str, int]) -> str | 
     backfills = [k for k in running if k.startswith("backfill:")]
     if backfills and name in ("bronze", "silver", "dead_letter"):
         return f"{backfills[0]} (pid {running[backfills[0]]}) merges into it"
-    if name == "silver" and ctx.pipeline.silver.mode == "upsert" and "silver" in running:
-        return f"the silver job (pid {running['silver']}) merges into it (mode upsert)"
+    if name == "silver" and ctx.pipeline.silver.mode in ("upsert", "cdc") and "silver" in running:
+        return f"the silver job (pid {running['silver']}) merges into it (mode {ctx.pipeline.silver.mode})"
     return None
 
 

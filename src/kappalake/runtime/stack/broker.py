@@ -40,6 +40,8 @@ class BrokerInfo:
     started_at: float
     version: str
     log_file: str
+    #: The client listener's protocol: PLAINTEXT, or SASL_SSL for the cluster profile (:mod:`.secure_broker`).
+    security: str = "PLAINTEXT"
 
     @property
     def bootstrap_servers(self) -> str:
@@ -121,15 +123,39 @@ class LocalStack:
         """Start the broker unless it runs already; create ``topics``; return the status."""
         status = self.status()
         if status.state == "running" and status.broker is not None:
-            wait_until_ready(status.broker.bootstrap_servers, timeout=timeout)
+            if status.broker.security != self.security:
+                raise StackError(f"the Kafka broker in {self.layout.home} runs a {status.broker.security} listener, "
+                                 f"this profile wants {self.security}: stop it first ('kappalake stack down') or use "
+                                 "another KAPPALAKE_HOME")
+            self._wait_ready(status.broker, timeout, None)
         else:
             previous = status.broker
             if status.state == "stale":
                 self.state_file.unlink(missing_ok=True)
             status = self._start(previous, timeout)
         if topics and status.bootstrap_servers:
-            ensure_topics(status.bootstrap_servers, topics)
+            ensure_topics(status.bootstrap_servers, topics, self.admin_options())
         return status
+
+    # ------------------------------------------------------------------ hooks (the SASL_SSL broker overrides them)
+    security = "PLAINTEXT"
+
+    def admin_options(self) -> dict[str, str]:
+        """``kafka.*`` options of the stack's own admin client (none on the PLAINTEXT broker)."""
+        return {}
+
+    def server_properties(self, port: int, controller_port: int) -> str:
+        return _server_properties(self.data_dir, port, controller_port)
+
+    def format_arguments(self) -> list[str]:
+        """Extra ``StorageTool format`` arguments (SCRAM users of the SASL_SSL broker)."""
+        return []
+
+    def prepare(self) -> None:
+        """Before the broker starts (certificates of the SASL_SSL broker)."""
+
+    def _wait_ready(self, broker: BrokerInfo, timeout: float, alive) -> None:  # type: ignore[no-untyped-def]
+        wait_until_ready(broker.bootstrap_servers, timeout=timeout, options=self.admin_options(), alive=alive)
 
     def _format_storage(self, java: Path, classpath: str, properties: Path) -> None:
         if (self.data_dir / "meta.properties").exists():
@@ -139,7 +165,7 @@ class LocalStack:
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         result = subprocess.run(
             [str(java), "-Xmx256m", "-cp", classpath, "kafka.tools.StorageTool", "format",
-             f"--cluster-id={cluster_id}", "-c", str(properties)],
+             f"--cluster-id={cluster_id}", "-c", str(properties), *self.format_arguments()],
             capture_output=True, text=True, timeout=120,
         )
         if result.returncode != 0:
@@ -156,8 +182,9 @@ class LocalStack:
         controller_port = free_port(last.controller_port if last else None)
         if controller_port == port:
             controller_port = free_port()
+        self.prepare()
         properties = self.dir / "server.properties"
-        properties.write_text(_server_properties(self.data_dir, port, controller_port))
+        properties.write_text(self.server_properties(port, controller_port))
         self._format_storage(java, classpath, properties)
         log4j = Path(str(resources.files("kappalake.runtime") / "resources" / "broker-log4j2.yaml"))
         command = [str(java), BROKER_HEAP, "-Xms128m", "-XX:+UseG1GC", "-Djava.awt.headless=true",
@@ -166,10 +193,11 @@ class LocalStack:
             process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                        cwd=self.dir, start_new_session=True)
         broker = BrokerInfo(pid=process.pid, port=port, controller_port=controller_port, started_at=time.time(),
-                            version=versions.KAFKA_BROKER_VERSION, log_file=str(self.log_file))
+                            version=versions.KAFKA_BROKER_VERSION, log_file=str(self.log_file),
+                            security=self.security)
         self.state_file.write_text(json.dumps(asdict(broker), indent=1))
         try:
-            wait_until_ready(broker.bootstrap_servers, timeout=timeout, alive=lambda: process.poll() is None)
+            self._wait_ready(broker, timeout, lambda: process.poll() is None)
         except BrokerUnreachableError as exc:
             self._kill(process.pid)
             self.state_file.unlink(missing_ok=True)
@@ -186,9 +214,10 @@ class LocalStack:
             return None
         listeners = next((line.split("=", 1)[1] for line in lines if line.startswith("listeners=")), "")
         ports = dict(re.findall(r"(\w+)://127\.0\.0\.1:(\d+)", listeners))
-        if "PLAINTEXT" not in ports or "CONTROLLER" not in ports:
+        client = next((name for name in ("PLAINTEXT", "SASL_SSL") if name in ports), None)
+        if client is None or "CONTROLLER" not in ports:
             return None
-        return BrokerInfo(pid=0, port=int(ports["PLAINTEXT"]), controller_port=int(ports["CONTROLLER"]),
+        return BrokerInfo(pid=0, port=int(ports[client]), controller_port=int(ports["CONTROLLER"]),
                           started_at=0.0, version="", log_file="")
 
     def _log_tail(self, lines: int = 15) -> str:
