@@ -20,8 +20,9 @@ from deltalake import DeltaTable
 
 from kappalake.generator import GeneratorOptions
 from kappalake.io.delta.stream import Trigger
-from kappalake.pipelines import erasure
+from kappalake.ops import erasure, erasure_purge
 from kappalake.pipelines.backfill import plan_backfill, run_backfill
+from kappalake.pipelines.erasure import control_topic, register_path
 from kappalake.pipelines.produce import produce
 from kappalake.pipelines.runner import run_pipeline
 
@@ -129,12 +130,12 @@ def test_forget_removes_a_card_from_every_layer_and_replays_do_not_bring_it_back
     assert [r["pending"] for r in pending] == ["purge"]
     assert card not in json.dumps(pending, default=str)
 
-    report = erasure.purge(spark, ctx, clickhouse)
+    report = erasure_purge.purge(spark, ctx, clickhouse)
     lap("purge")
     assert {row["table"] for row in report.tables} >= {"silver", "bronze", "dead_letter"}
 
     lake = Path(ctx.target.storage.root)
-    register = Path(erasure.register_path(ctx))
+    register = Path(register_path(ctx))
     # The register holds the pseudonym by design (it is what keeps replays from bringing the card back);
     # everything else names neither the card nor its pseudonym, the register never names the card.
     assert [f for f in files_naming(lake, tokens) if not (lake / f).is_relative_to(register)] == []
@@ -201,9 +202,9 @@ def test_a_request_on_the_control_topic_applies_to_a_running_job_without_a_resta
             record = next(r for r in table(ctx.table_path("bronze")) if r["key"])
             template.update(json.loads(record["value"]))
             state["card"] = "card-999999"  # a card of its own: only the events sent below
-            producer.send(erasure.control_topic(ctx), None, json.dumps(
+            producer.send(control_topic(ctx), None, json.dumps(
                 {"field": "card_id", "value": state["card"], "reason": "upstream"}).encode())
-            producer.send(erasure.control_topic(ctx), None, b"not a request")
+            producer.send(control_topic(ctx), None, b"not a request")
             producer.flush()
             state["phase"] = 1
         elif state["phase"] == 1 and erasure.status_rows(ctx):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 import statistics
-import shutil
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path

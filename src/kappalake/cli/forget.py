@@ -48,9 +48,10 @@ def command(
     fmt: Format = typer.Option(Format.table, "--format", help="table, json (one object per line) or csv."),
 ) -> None:
     run_ctx = global_options(ctx).context(pipeline)
-    from kappalake.pipelines import erasure
+    from kappalake.ops import erasure, erasure_purge
+    from kappalake.pipelines.erasure import check_subject, hmac_key, require_erasure
 
-    erasure.require_erasure(run_ctx)
+    require_erasure(run_ctx)
     if sum([subject is not None, status, apply]) != 1 and not (purge and not status and not apply):
         raise ConfigError("give one of --subject FIELD=VALUE, --status, --apply or --purge (--purge may follow "
                           "--subject)")
@@ -66,14 +67,14 @@ def command(
             parsed = parse_subject(subject)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
-        erasure.check_subject(run_ctx, parsed[0])
-        erasure.hmac_key(run_ctx)
+        check_subject(run_ctx, parsed[0])
+        hmac_key(run_ctx)
     if purge:
         try:
             retention_seconds(retention or run_ctx.pipeline.erasure.purge_retention)
         except ValueError as exc:
             raise ConfigError(f"--retention: {exc}") from None
-        erasure.refuse_while_running(run_ctx)  # before any JVM
+        erasure_purge.refuse_while_running(run_ctx)  # before any JVM
     ch = None
     if run_ctx.pipeline.gold.views:
         from kappalake.io.clickhouse.client import connect
@@ -87,7 +88,7 @@ def command(
         if parsed is not None:
             request = erasure.file_request(spark, run_ctx, parsed[0], parsed[1], reason)
         if purge:
-            report = erasure.purge(spark, run_ctx, ch, retention)
+            report = erasure_purge.purge(spark, run_ctx, ch, retention)
             rows = report.tables
         else:
             only = [request.request_id] if request is not None else None

@@ -1,10 +1,11 @@
 """Silver job: parse, validate, pseudonymise and dedupe events; rejected records go to the dead-letter table.
 
 One streaming query per pipeline. Append mode dedupes on the event id within the watermark
-(``dropDuplicatesWithinWatermark``) and appends; upsert mode MERGEs the latest row per key by the
-sequence column; cdc mode applies Debezium changes by key in LSN order (:mod:`.silver_cdc`). All write
-through ``foreachBatch`` with Delta's txn idempotency, for the silver and the dead-letter table alike. The txn app id is derived from the streaming query id, which a new
-checkpoint changes, so a fresh checkpoint's batch 0 is never mistaken for an old one.
+(``dropDuplicatesWithinWatermark``) and appends; upsert mode MERGEs the latest row per key by the sequence
+column; cdc mode applies Debezium changes by key in LSN order (:mod:`.silver_cdc`). All write through
+``foreachBatch`` with Delta's txn idempotency, for the silver and the dead-letter table alike. The txn app id
+is derived from the streaming query id, which a new checkpoint changes, so a fresh checkpoint's batch 0 is
+never mistaken for an old one.
 """
 
 from __future__ import annotations
