@@ -150,7 +150,8 @@ def test_databricks_target_env_overrides_defaults(env: dict[str, str]) -> None:
 def test_k8s_target(env: dict[str, str]) -> None:
     target = load_target(CONF, "k8s", env=env)
     assert target.kafka.bootstrap_servers == "broker-1:9093,broker-2:9093"
-    assert target.kafka.options == {"kafka.security.protocol": "PLAINTEXT"}
+    assert target.kafka.options == {"kafka.security.protocol": "PLAINTEXT",
+                                    "kafka.sasl.jaas.config": env["KAFKA_SASL_JAAS_CONFIG"]}
     assert target.storage.root == "s3a://lake-bucket/kappalake"
     assert target.spark.jars == "provided"
     assert target.spark.master is None
@@ -158,7 +159,23 @@ def test_k8s_target(env: dict[str, str]) -> None:
 
 def test_k8s_target_does_not_need_sasl(env: dict[str, str]) -> None:
     env.pop("KAFKA_SASL_JAAS_CONFIG")
-    assert load_target(CONF, "k8s", env=env).name == "k8s"
+    assert load_target(CONF, "k8s", env=env).kafka.options == {"kafka.security.protocol": "PLAINTEXT"}
+
+
+def test_k8s_target_takes_the_cluster_targets_sasl_ssl_settings_from_the_environment(env: dict[str, str]) -> None:
+    """deploy/k8s sets these like 'stack up --profile cluster' does (README "Cluster target"): unset ones are
+    left out, set ones reach the Kafka client exactly."""
+    jaas = ('org.apache.kafka.common.security.scram.ScramLoginModule required username="kappalake" '
+            'password="from-the-secret";')
+    env.update(KAFKA_SECURITY_PROTOCOL="SASL_SSL", KAFKA_SASL_MECHANISM="SCRAM-SHA-512",
+               KAFKA_SASL_JAAS_CONFIG=jaas, KAFKA_SSL_TRUSTSTORE_TYPE="PEM",
+               KAFKA_SSL_TRUSTSTORE_LOCATION="/etc/kappalake/kafka-tls/ca.pem")
+    cluster = load_target(CONF, "cluster", env={**env, "KAPPALAKE_KAFKA_PASSWORD": "x"}).kafka.options
+    k8s = load_target(CONF, "k8s", env=env).kafka.options
+    assert set(k8s) == set(cluster)
+    assert {k: v for k, v in k8s.items() if k != "kafka.ssl.truststore.location"} == {
+        "kafka.security.protocol": "SASL_SSL", "kafka.sasl.mechanism": "SCRAM-SHA-512",
+        "kafka.sasl.jaas.config": jaas, "kafka.ssl.truststore.type": "PEM"}
 
 
 @pytest.mark.parametrize(("target", "variable", "key", "snippet"), [

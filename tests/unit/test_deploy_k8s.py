@@ -429,3 +429,25 @@ def test_maintenance_environment_loads_the_k8s_target_with_s3a_storage() -> None
     executor_env = _env(template["executor"])  # executors rewrite and delete the s3a files
     assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= _secret_refs(template["executor"])
     assert executor_env["KAPPALAKE_STORAGE_ROOT"] == env["KAPPALAKE_STORAGE_ROOT"]
+
+
+@pytest.mark.parametrize("layer", [*LAYERS, MAINTAIN])
+def test_every_application_can_reach_a_sasl_ssl_broker_like_the_cluster_target(layer: str) -> None:
+    """The settings 'stack up --profile cluster' rehearses: the JAAS entry from the Secret (driver; optional),
+    the broker's CA mounted on the driver and the executors (their Kafka consumers read the truststore), and
+    the ConfigMap's commented SASL_SSL lines turning the k8s target's options into the cluster target's."""
+    spec = _app_spec(layer)
+    assert {v["name"]: v["secret"]["secretName"] for v in spec["volumes"]} == {"kafka-tls": "kafka-tls"}
+    for role in ("driver", "executor"):
+        mounts = {m["name"]: m["mountPath"] for m in spec[role]["volumeMounts"]}
+        assert mounts == {"kafka-tls": "/etc/kappalake/kafka-tls"}, role
+    jaas = next(e for e in spec["driver"]["env"] if e["name"] == "KAFKA_SASL_JAAS_CONFIG")
+    assert jaas["valueFrom"]["secretKeyRef"]["optional"] is True
+    commented = [line.strip().removeprefix("# - ") for line in (K8S / "kustomization.yaml").read_text().splitlines()
+                 if line.strip().startswith("# - KAFKA_")]
+    env = {**_env(spec["driver"]), **dict(item.split("=", 1) for item in commented)}
+    options = load_target(CONF, "k8s", env=env).kafka.options
+    assert options["kafka.security.protocol"] == "SASL_SSL"
+    assert options["kafka.ssl.truststore.location"] == "/etc/kappalake/kafka-tls/ca.pem"
+    cluster = load_target(CONF, "cluster", env={**env, "KAPPALAKE_KAFKA_PASSWORD": "x", "KAPPALAKE_HOME": "/tmp/h"})
+    assert set(options) == set(cluster.kafka.options)

@@ -137,6 +137,8 @@ def _check_kafka_options(options: dict[str, Any]) -> dict[str, str]:
                 f"unknown Kafka source option {name!r}; expected one of Spark's Kafka source options "
                 f"({', '.join(sorted(_SPARK_KAFKA_OPTIONS))}) or a 'kafka.*' client setting"
             )
+        if value is None or value == "":  # an optional setting left unset (``${VAR:-}``): not passed at all
+            continue
         result[name] = str(value).lower() if isinstance(value, bool) else str(value)
     return result
 
