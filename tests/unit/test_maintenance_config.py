@@ -71,3 +71,23 @@ def test_running_writers_are_the_open_runs_of_live_processes(tmp_path: Path) -> 
 
     assert running_writers(tmp_path, ("bronze", "silver", "gold")) == {"bronze": os.getpid(),
                                                                       "backfill:fix-1": os.getpid()}
+
+
+def test_a_cdc_pipeline_also_maintains_silvers_history_and_deletes_tables(tmp_path: Path, local_target) -> None:
+    """The tables silver_cdc writes next to silver, where it writes them; left alone while the silver job
+    MERGEs into them."""
+    from kappalake.config.loader import load_pipeline
+    from kappalake.ops.maintenance.run import _merge_writer, delta_table_names, table_path
+    from kappalake.pipelines.silver_cdc import deletes_path, history_path
+    from kappalake.runtime.context import RunContext
+    from kappalake.runtime.paths import HomeLayout
+
+    layout = HomeLayout(home=tmp_path, cache=tmp_path / "cache")
+    orders = RunContext(load_pipeline("orders", CONF, "local"), local_target, layout)
+    payments = RunContext(load_pipeline("payments", CONF, "local"), local_target, layout)
+    assert delta_table_names(orders)[-2:] == ("silver_history", "silver_deletes")
+    assert "silver_history" not in delta_table_names(payments)
+    assert (table_path(orders, "silver_history"), table_path(orders, "silver_deletes")) == (
+        history_path(orders), deletes_path(orders))
+    assert "merges into it" in (_merge_writer(orders, "silver_history", {"silver": 123}) or "")
+    assert _merge_writer(orders, "silver_history", {}) is None

@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DELTA_TABLES = ("bronze", "silver", "dead_letter", "late_events", "quality_results")
+#: Silver's side tables in mode cdc (next to the silver table; :mod:`kappalake.pipelines.silver_cdc`).
+CDC_TABLES = ("silver_history", "silver_deletes")
 LAYERS = ("bronze", "silver", "gold")
 #: Extra time after a view's watermark before its day partition counts as closed.
 CLOSE_MARGIN = timedelta(minutes=10)
@@ -98,7 +100,7 @@ def maintain(ctx: RunContext, spark: SparkSession | None, ch: ClickHouse | None,
     with exclusive(ctx):
         running = running_writers(ctx.runs_dir, LAYERS)
         if spark is not None:
-            for name in DELTA_TABLES:
+            for name in delta_table_names(ctx):
                 row = _delta_table(spark, ctx, name, retention_seconds, running)
                 if row is not None:
                     report.rows.append(row)
@@ -108,19 +110,31 @@ def maintain(ctx: RunContext, spark: SparkSession | None, ch: ClickHouse | None,
     return report
 
 
+def delta_table_names(ctx: RunContext) -> tuple[str, ...]:
+    """The Delta tables a maintenance pass looks after (silver's history and deletes tables in mode cdc)."""
+    return DELTA_TABLES + (CDC_TABLES if ctx.pipeline.silver.mode == "cdc" else ())
+
+
+def table_path(ctx: RunContext, name: str) -> str:
+    """Where table ``name`` lives; a cdc side table sits next to silver (``<silver>_history``)."""
+    if name in CDC_TABLES:
+        return f"{ctx.table_path('silver')}_{name.removeprefix('silver_')}"
+    return ctx.table_path(name)
+
+
 def _merge_writer(ctx: RunContext, name: str, running: dict[str, int]) -> str | None:
     """Who would MERGE into table ``name`` right now (compaction would fail its commit), or None."""
     backfills = [k for k in running if k.startswith("backfill:")]
     if backfills and name in ("bronze", "silver", "dead_letter"):
         return f"{backfills[0]} (pid {running[backfills[0]]}) merges into it"
-    if name == "silver" and ctx.pipeline.silver.mode in ("upsert", "cdc") and "silver" in running:
+    if name in ("silver", *CDC_TABLES) and ctx.pipeline.silver.mode in ("upsert", "cdc") and "silver" in running:
         return f"the silver job (pid {running['silver']}) merges into it (mode {ctx.pipeline.silver.mode})"
     return None
 
 
 def _delta_table(spark: SparkSession, ctx: RunContext, name: str, retention_seconds: float,
                  running: dict[str, int]) -> dict[str, str] | None:
-    path = ctx.table_path(name)
+    path = table_path(ctx, name)
     if not table_exists(spark, path):
         return None
     settings = ctx.pipeline.maintenance
