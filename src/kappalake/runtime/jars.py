@@ -146,11 +146,31 @@ import json, os, sys
 from pyspark.sql import SparkSession
 spark = (SparkSession.builder.master("local[1]").appName("kappalake-resolve")
          .config("spark.jars.packages", sys.argv[1]).config("spark.jars.ivy", sys.argv[2])
+         .config("spark.jars.ivySettings", sys.argv[3])
          .config("spark.ui.enabled", "false").getOrCreate())
 jars = [j for j in spark.sparkContext.getConf().get("spark.jars", "").split(",") if j]
 print("KAPPALAKE_JARS=" + json.dumps([j.removeprefix("file://").removeprefix("file:") for j in jars]))
 spark.stop()
 """
+
+
+#: Maven Central only. Spark's default resolvers also try ~/.m2, where a Maven run may have left a POM without
+#: its jar (a version Maven saw but did not pick): Ivy then fails the whole resolution ("download failed").
+_IVY_SETTINGS = """<ivysettings>
+  <settings defaultResolver="central"/>
+  <resolvers>
+    <ibiblio name="central" m2compatible="true" root="{root}/"/>
+  </resolvers>
+</ivysettings>
+"""
+
+
+def ivy_settings(layout: HomeLayout) -> Path:
+    """The Ivy settings file of the Spark connector resolution (written next to the Ivy cache)."""
+    path = layout.ivy / "ivysettings.xml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(_IVY_SETTINGS.format(root=versions.MAVEN_CENTRAL_URL))
+    return path
 
 
 def explain_ivy_failure(output: str) -> str:
@@ -176,8 +196,8 @@ def resolve_spark_jars(layout: HomeLayout, line: versions.SparkLine | None = Non
         return existing
     layout.ivy.mkdir(parents=True, exist_ok=True)
     try:
-        result = subprocess.run([sys.executable, "-c", _IVY_PROBE, ",".join(packages), str(layout.ivy)],
-                                capture_output=True, text=True, timeout=900)
+        result = subprocess.run([sys.executable, "-c", _IVY_PROBE, ",".join(packages), str(layout.ivy),
+                                 str(ivy_settings(layout))], capture_output=True, text=True, timeout=900)
     except subprocess.TimeoutExpired:
         raise DependencyError(f"resolving {', '.join(packages)} timed out after 15 minutes") from None
     output = result.stdout + result.stderr
