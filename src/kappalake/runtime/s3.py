@@ -22,7 +22,7 @@ from pathlib import Path
 
 from kappalake import versions
 from kappalake.errors import DependencyError
-from kappalake.runtime.jars import _manifest_ok, explain_ivy_failure
+from kappalake.runtime.jars import _manifest_ok, explain_ivy_failure, ivy_settings
 from kappalake.runtime.paths import HomeLayout
 
 #: AWS SDK v2 of hadoop-aws 3.5.0 / 3.4.x (their POMs' ``aws-java-sdk-v2.version``).
@@ -55,7 +55,8 @@ import json, sys
 from pyspark.sql import SparkSession
 spark = (SparkSession.builder.master("local[1]").appName("kappalake-resolve-s3a")
          .config("spark.jars.packages", sys.argv[1]).config("spark.jars.ivy", sys.argv[2])
-         .config("spark.jars.excludes", sys.argv[3]).config("spark.ui.enabled", "false").getOrCreate())
+         .config("spark.jars.excludes", sys.argv[3]).config("spark.jars.ivySettings", sys.argv[4])
+         .config("spark.ui.enabled", "false").getOrCreate())
 jars = [j for j in spark.sparkContext.getConf().get("spark.jars", "").split(",") if j]
 print("KAPPALAKE_JARS=" + json.dumps([j.removeprefix("file://").removeprefix("file:") for j in jars]))
 spark.stop()
@@ -75,7 +76,8 @@ def resolve_s3_jars(layout: HomeLayout, line: versions.SparkLine | None = None) 
     layout.ivy.mkdir(parents=True, exist_ok=True)
     try:
         result = subprocess.run([sys.executable, "-c", _IVY_PROBE, ",".join(packages), str(layout.ivy),
-                                 ",".join(EXCLUDES)], capture_output=True, text=True, timeout=900)
+                                 ",".join(EXCLUDES), str(ivy_settings(layout))], capture_output=True, text=True,
+                                timeout=900)
     except subprocess.TimeoutExpired:
         raise DependencyError(f"resolving {', '.join(packages)} timed out after 15 minutes") from None
     marker = next((ln for ln in result.stdout.splitlines() if ln.startswith("KAPPALAKE_JARS=")), None)
